@@ -1,0 +1,47 @@
+"""What every pre-training method is: a backbone + a head + a loss + a view maker.
+
+A method exposes ``training_step(images, generator) -> dict`` whose ``"loss"`` is optimised;
+other entries are logged. ``images`` is a normalised batch [B, 1, S, S] from
+:func:`cxrcl.data.normalize.to_model_input`; every random draw of the step comes from
+``generator`` so a resumed run is exact. Methods know nothing of the CLI, files or DDP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from cxrcl.models.backbones import TokenBackbone
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Fields every method shares; each method's config subclasses this."""
+
+    proj_hidden_dim: int = 512
+    proj_dim: int = 128
+    proj_layers: int = 2
+    proj_batch_norm: bool = False
+    temperature: float = 0.1
+    learnable_temperature: bool = False
+
+
+class Method(nn.Module):
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig, backbone: TokenBackbone):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+
+    def training_step(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @property
+    def encoder(self) -> TokenBackbone:
+        """The network a downstream task uses (``pool(encode(embed(x)))``)."""
+        return self.backbone
