@@ -34,8 +34,8 @@ class SPCLConfig(MethodConfig):
     def __post_init__(self):
         if self.partition not in ("random", "block"):
             raise ValueError(f"partition must be 'random' or 'block', got {self.partition!r}")
-        if len(self.ratios) != 2:
-            raise ValueError(f"ratios must be two numbers, got {self.ratios}")
+        if len(self.ratios) != 2 or min(self.ratios) <= 0 or sum(self.ratios) > 1 + 1e-9:
+            raise ValueError(f"ratios must be two numbers > 0 summing to <= 1, got {self.ratios}")
 
 
 class SPCL(Method):

@@ -161,8 +161,9 @@ def make_fabric(train: TrainConfig):
 def pretrain(method: str, data: str | Path, out: str | Path, *, backbone: str | None = None,
              image_size: int | None = None, train_overrides: dict | None = None,
              config_file: str | Path | None = None, resume: bool = False,
-             stop_after: int | None = None) -> dict:
-    """Pre-train ``method`` on the train split of a prepared data set; returns the summary.
+             stop_after: int | None = None) -> dict | None:
+    """Pre-train ``method`` on the train split of a prepared data set; returns the summary
+    (on the global-zero process; None on the others).
 
     ``stop_after`` ends this invocation after that many steps with a checkpoint (for jobs with a
     time limit); ``resume=True`` continues a run from its last checkpoint with its saved config.
@@ -184,7 +185,7 @@ def pretrain(method: str, data: str | Path, out: str | Path, *, backbone: str | 
     return _fit(run, dataset, out, resume=resume, stop_after=stop_after)
 
 
-def _fit(run: RunConfig, dataset: PreparedDataset, out: Path, resume: bool, stop_after: int | None) -> dict:
+def _fit(run: RunConfig, dataset: PreparedDataset, out: Path, resume: bool, stop_after: int | None) -> dict | None:
     from tqdm import tqdm
 
     train = run.train
@@ -260,8 +261,9 @@ def _fit(run: RunConfig, dataset: PreparedDataset, out: Path, resume: bool, stop
             metrics.close()
 
     summary = _summary(run, out, end, total, wall, images_seen, loss_value, fabric.world_size)
-    if fabric.is_global_zero:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not fabric.is_global_zero:
+        return None
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -1,0 +1,236 @@
+"""The ``cxrcl`` command: a thin layer that parses arguments and calls the library.
+
+A user's mistake (a :class:`~cxrcl.errors.CxrclError`) prints one line on stderr and exits 2;
+the contract is in docs/cli.md (CLI.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cxrcl.errors import CxrclError
+
+METHOD_HELP = "method spec NAME[:KEY=VALUE...], e.g. spcl or spcl:ratios=0.4,0.4"
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxrcl", description="Efficient contrastive learning for chest X-rays.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="make, prepare and inspect data sets").add_subparsers(dest="data_command", required=True)
+    ph = data.add_parser("phantom", help="synthesise the phantom CXR data set (offline default)")
+    ph.add_argument("out")
+    ph.add_argument("--n", type=int, default=1024)
+    ph.add_argument("--size", type=int, default=128)
+    ph.add_argument("--seed", type=int, default=0)
+    pr = data.add_parser("prepare", help="turn a public layout into a prepared data set")
+    pr.add_argument("source")
+    pr.add_argument("input")
+    pr.add_argument("out")
+    pr.add_argument("--size", type=int, default=128)
+    pr.add_argument("--split", default="patient:0.7,0.1,0.2")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--workers", type=int, default=1)
+    info = data.add_parser("info", help="counts per split and label, text coverage, image statistics")
+    info.add_argument("prepared")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    pt = sub.add_parser("pretrain", help="self-supervised pre-training")
+    pt.add_argument("method", help=METHOD_HELP)
+    pt.add_argument("--data", required=True, help="a prepared data set")
+    pt.add_argument("--out", required=True, help="the run directory")
+    pt.add_argument("--backbone", help="timm name with overrides, e.g. vit_tiny_patch16_224:patch_size=8")
+    pt.add_argument("--image-size", type=int)
+    g = pt.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=float)
+    g.add_argument("--steps", type=int)
+    pt.add_argument("--batch-size", type=int, help="per process")
+    pt.add_argument("--lr", type=float)
+    pt.add_argument("--seed", type=int)
+    pt.add_argument("--config", help="YAML with method, method_config, backbone, image_size, train")
+    pt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    pt.add_argument("--stop-after", type=int, help="stop this invocation after N steps (checkpointed)")
+    pt.add_argument("--devices", type=int, help="processes per node (Fabric launches them)")
+    pt.add_argument("--num-nodes", type=int)
+    pt.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed or auto")
+    pt.add_argument("--splits", help="comma list of splits to pre-train on (default train)")
+    pt.add_argument("--log-every", type=int)
+    pt.add_argument("--checkpoint-every", type=int)
+    pt.add_argument("--no-progress", action="store_true")
+
+    ev = sub.add_parser("eval", help="evaluate an encoder (linear probe, kNN)")
+    ev.add_argument("task", choices=["linear", "knn"])
+    ev.add_argument("--run", required=True, help="run directory, random:BACKBONE, or pixels")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--label", required=True, help="NAME[,NAME...] or all")
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--fractions", type=_floats, default=[0.01, 0.1, 1.0])
+    ev.add_argument("--seeds", type=int, default=3)
+    ev.add_argument("--degrade-test", type=int, default=0, metavar="LEVEL")
+    ev.add_argument("--image-size", type=int, help="encoder input size (default: the run's)")
+
+    be = sub.add_parser("bench", help="efficiency of several methods, side by side in one process")
+    be.add_argument("--methods", required=True, help="comma list of method specs")
+    be.add_argument("--data", required=True)
+    be.add_argument("--out", required=True)
+    be.add_argument("--backbone", default="vit_tiny_patch16_224")
+    be.add_argument("--image-size", type=int)
+    be.add_argument("--batch-size", type=int, default=64)
+    be.add_argument("--steps", type=int, default=10)
+    be.add_argument("--warmup", type=int, default=2)
+    be.add_argument("--reference", help="method the ratios are against (default simclr)")
+    be.add_argument("--no-memory", action="store_true", help="skip the per-method peak-memory processes")
+
+    rp = sub.add_parser("report", help="eval/bench JSON and runs -> markdown tables + plots")
+    rp.add_argument("inputs", nargs="+")
+    rp.add_argument("--out", required=True)
+
+    em = sub.add_parser("embed", help="features of every image of a prepared data set")
+    em.add_argument("--run", required=True)
+    em.add_argument("--data", required=True)
+    em.add_argument("--out", required=True)
+
+    de = sub.add_parser("demo", help="phantom -> S-PCL -> linear probe vs floors -> report")
+    de.add_argument("--out", default="cxrcl-demo")
+    de.add_argument("--quick", action="store_true", help="a much shorter run (tests)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except CxrclError as e:
+        print(f"cxrcl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cxrcl: interrupted (a pre-training run resumes with --resume)", file=sys.stderr)
+        return 130
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_data(args) -> int:
+    if args.data_command == "phantom":
+        from cxrcl.data.phantom import make_phantom
+
+        ds = make_phantom(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
+        print(f"wrote {len(ds)} phantom images ({ds.size} px) to {ds.root}")
+    elif args.data_command == "prepare":
+        from cxrcl.data.sources import prepare
+
+        ds = prepare(args.source, args.input, args.out, size=args.size, split=args.split,
+                     seed=args.seed, workers=args.workers)
+        skipped = len(ds.info.get("skipped", []))
+        print(f"prepared {len(ds)} images ({ds.size} px) from {args.input} into {ds.root}"
+              + (f"; skipped {skipped} unreadable files (listed in dataset.json)" if skipped else ""))
+    else:
+        from cxrcl.data.info import describe, format_info
+        from cxrcl.data.prepared import PreparedDataset
+
+        d = describe(PreparedDataset.open(args.prepared))
+        print(json.dumps(d, indent=2) if args.json else format_info(d))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from cxrcl.training.fit import pretrain
+
+    overrides = {"steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                 "seed": args.seed, "devices": args.devices, "num_nodes": args.num_nodes,
+                 "precision": args.precision, "log_every": args.log_every,
+                 "checkpoint_every": args.checkpoint_every,
+                 "splits": tuple(args.splits.split(",")) if args.splits else None}
+    if args.no_progress:
+        overrides["progress"] = False
+    if args.steps is not None:
+        overrides["epochs"] = None
+    summary = pretrain(args.method, args.data, args.out, backbone=args.backbone, image_size=args.image_size,
+                       train_overrides=overrides, config_file=args.config, resume=args.resume,
+                       stop_after=args.stop_after)
+    if summary:
+        print(f"{summary['method']} on {summary['backbone']}: {summary['steps']}/{summary['steps_total']} steps, "
+              f"final loss {summary['final_loss']:.4f}, {summary['images_per_s']} images/s -> {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from cxrcl.evaluation.protocol import evaluate
+
+    result = evaluate(args.task, args.run, args.data, args.label, args.out, fractions=args.fractions,
+                      seeds=args.seeds, degrade_level=args.degrade_test, image_size=args.image_size)
+    for frac, s in result["summary"].items():
+        print(f"{args.task} {result['run']}: {float(frac):g} of labels -> AUROC "
+              f"{s['auroc_mean']:.3f} ± {s['auroc_std']:.3f} ({s['n_seeds']} seeds)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from cxrcl.evaluation.efficiency import benchmark
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from cxrcl.methods.registry import method_config
+
+    for m in methods:
+        method_config(m)  # unknown names fail before any timing
+    result = benchmark(methods, args.data, args.backbone, args.image_size, args.batch_size, args.steps,
+                       args.warmup, measure_memory=not args.no_memory, reference=args.reference,
+                       progress=lambda s: print(s, file=sys.stderr))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    ref = result["ratios_vs"]
+    for name, r in result["methods"].items():
+        ratio = result["ratios"][name]
+        print(f"{name:>16}: train {r['train_images_per_s']:.1f} img/s ({ratio['train_images_per_s']:.2f}x {ref}), "
+              f"forward {r['gflops_per_image']:.3f} GFLOPs/img ({ratio['gflops_per_image']:.2f}x), "
+              f"infer {r['infer_images_per_s']:.1f} img/s")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from cxrcl.evaluation.report import write_report
+
+    path = write_report([Path(i) for i in args.inputs], Path(args.out))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from cxrcl.data.prepared import PreparedDataset
+    from cxrcl.encoders import load_encoder
+
+    ds = PreparedDataset.open(args.data)
+    enc = load_encoder(args.run, image_size=None if not args.run.startswith("random:") else ds.size)
+    feats = enc.features(ds.images)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, features=feats, id=ds.meta["id"].to_numpy(),
+                        split=ds.meta["split"].to_numpy())
+    print(f"wrote {feats.shape[0]} x {feats.shape[1]} features to {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from cxrcl.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "pretrain": cmd_pretrain, "eval": cmd_eval, "bench": cmd_bench,
+            "report": cmd_report, "embed": cmd_embed, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

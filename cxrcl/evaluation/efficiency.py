@@ -1,0 +1,168 @@
+"""Efficiency, measured side by side in ONE process (EVALUATION.md).
+
+For every method: the same backbone, batch, image size, precision and input batch; after
+warm-up, training steps (forward + backward + AdamW step) and inference passes are timed in
+*interleaved* rounds (A, B, A, B, ...) so drift of the machine hits every method alike; the
+median is reported. FLOPs are counted with ``torch.utils.flop_counter`` (matmul, conv and
+attention kernels): ``gflops_per_image`` is the forward pass of the training view set divided
+by the batch size, ``train_gflops_per_step`` includes the backward pass. ``peak_rss_mb`` is the
+peak resident memory of a fresh process that runs three training steps of that method alone
+(one process can only report its own lifetime peak); ``train_rss_mb`` is that peak minus the
+same process's peak before the model was built (the libraries' share is the same for all). ``achieved_fraction_of_peak`` compares the
+training FLOP rate with the machine's measured fp32 matmul peak.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cxrcl.data.normalize import to_model_input
+from cxrcl.data.prepared import PreparedDataset
+from cxrcl.methods.registry import build_method
+from cxrcl.training.batches import step_generator
+from cxrcl.training.fit import param_groups
+
+
+def measured_matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "platform": platform.platform(), "matmul_peak_gflops": round(measured_matmul_gflops(), 1)}
+
+
+def _train_step(method, optimizer, x, seed, step):
+    logs = method.training_step(x, step_generator(seed, step, 0, x.device))
+    optimizer.zero_grad(set_to_none=True)
+    logs["loss"].backward()
+    optimizer.step()
+
+
+def _count_flops(fn) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _peak_rss_child(method: str, backbone: str, image_size: int, batch: np.ndarray, queue) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    m = build_method(method, backbone, image_size)
+    opt = torch.optim.AdamW(param_groups(m, 0.05), lr=1e-4)
+    x = to_model_input(batch, image_size)
+    for step in range(3):
+        _train_step(m, opt, x, 0, step)
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base))
+
+
+def peak_rss_mb(method: str, backbone: str, image_size: int, batch: np.ndarray) -> tuple[float, float]:
+    """(peak RSS, peak RSS before the model was built) in MiB, from a fresh process."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_peak_rss_child, args=(method, backbone, image_size, batch, q))
+    p.start()
+    peak, base = q.get(timeout=900)
+    p.join()
+    return round(peak, 1), round(base, 1)
+
+
+def benchmark(methods: list[str], data: str, backbone: str, image_size: int | None = None,
+              batch_size: int = 64, steps: int = 10, warmup: int = 2, seed: int = 0,
+              measure_memory: bool = True, reference: str | None = None, progress=print) -> dict:
+    """Time, count and compare ``methods``; returns the CLI.md bench JSON.
+
+    Ratios are against ``reference`` (default: ``simclr`` when benchmarked, else the first).
+    """
+    ds = PreparedDataset.open(data)
+    image_size = image_size or ds.size
+    rows = ds.indices("train")[:batch_size]
+    batch = np.ascontiguousarray(ds.images[rows])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    x = to_model_input(batch, image_size, device)
+    built = {}
+    for spec in methods:
+        torch.manual_seed(seed)
+        m = build_method(spec, backbone, image_size).to(device)
+        built[spec] = (m, torch.optim.AdamW(param_groups(m, 0.05), lr=1e-4))
+
+    result: dict[str, dict] = {spec: {} for spec in methods}
+    for spec, (m, opt) in built.items():
+        with torch.no_grad():
+            fwd = _count_flops(lambda m=m: m.training_step(x, step_generator(seed, 0, 0, device)))
+        train = _count_flops(lambda m=m, opt=opt: _train_step(m, opt, x, seed, 0))
+        infer = _count_flops(lambda m=m: m.encoder(x))
+        result[spec].update(gflops_per_image=fwd / batch_size / 1e9,
+                            train_gflops_per_step=train / 1e9,
+                            infer_gflops_per_image=infer / batch_size / 1e9)
+
+    step_times: dict[str, list[float]] = {s: [] for s in methods}
+    infer_times: dict[str, list[float]] = {s: [] for s in methods}
+    for r in range(warmup + steps):
+        for spec, (m, opt) in built.items():
+            m.train()
+            t = time.perf_counter()
+            _train_step(m, opt, x, seed, r + 1)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t
+            m.eval()
+            with torch.no_grad():
+                t = time.perf_counter()
+                m.encoder(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                di = time.perf_counter() - t
+            if r >= warmup:
+                step_times[spec].append(dt)
+                infer_times[spec].append(di)
+        if progress:
+            progress(f"round {r + 1}/{warmup + steps}" + (" (warm-up)" if r < warmup else ""))
+
+    for spec in methods:
+        st, it = statistics.median(step_times[spec]), statistics.median(infer_times[spec])
+        result[spec].update(train_step_s=st, train_images_per_s=batch_size / st,
+                            infer_images_per_s=batch_size / it,
+                            train_step_s_iqr=float(np.subtract(*np.percentile(step_times[spec], [75, 25]))))
+    machine = machine_info()
+    for spec in methods:
+        r = result[spec]
+        r["achieved_gflops_per_s"] = r["train_gflops_per_step"] / r["train_step_s"]
+        r["achieved_fraction_of_peak"] = r["achieved_gflops_per_s"] / machine["matmul_peak_gflops"]
+        if measure_memory and device.type == "cpu":
+            r["peak_rss_mb"], base = peak_rss_mb(spec, backbone, image_size, batch)
+            r["train_rss_mb"] = round(r["peak_rss_mb"] - base, 1)  # attributable to training
+        elif device.type == "cuda":
+            r["peak_rss_mb"] = None
+    ref = reference or ("simclr" if "simclr" in methods else methods[0])
+    ratios = {spec: {"train_images_per_s": result[spec]["train_images_per_s"] / result[ref]["train_images_per_s"],
+                     "infer_images_per_s": result[spec]["infer_images_per_s"] / result[ref]["infer_images_per_s"],
+                     "gflops_per_image": result[spec]["gflops_per_image"] / result[ref]["gflops_per_image"]}
+              for spec in methods}
+    return {"methods": result, "ratios_vs": ref, "ratios": ratios, "machine": machine,
+            "setup": {"backbone": backbone, "image_size": image_size, "batch_size": batch_size,
+                      "steps": steps, "warmup": warmup, "data": str(ds.root),
+                      "precision": "32-true", "device": str(device)}}

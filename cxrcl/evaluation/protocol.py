@@ -1,0 +1,50 @@
+"""``cxrcl eval TASK --run RUN``: pick the encoder (a run, ``random:BACKBONE`` or ``pixels``),
+run the task's probe under the protocol of EVALUATION.md, and write the JSON.
+
+The two floors every method must beat: ``random:BACKBONE`` (the same architecture, untrained,
+seeded init, at the data set's image size unless ``image_size`` is given) and ``pixels`` (a
+PCA of raw pixels fitted on the train split).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from cxrcl.data.prepared import PreparedDataset
+from cxrcl.encoders import RANDOM_PREFIX, load_encoder
+from cxrcl.errors import CxrclError
+from cxrcl.evaluation.features import fit_pixel_pca
+from cxrcl.evaluation.knn import knn_probe
+from cxrcl.evaluation.linear import linear_probe
+from cxrcl.evaluation.results import save_json
+
+PROBES = {"linear": linear_probe, "knn": knn_probe}
+
+
+def extractor_for(run: str, ds: PreparedDataset, image_size: int | None = None):
+    """The feature extractor named by ``run``."""
+    if run == "pixels":
+        return fit_pixel_pca(ds)
+    if run.startswith(RANDOM_PREFIX):
+        return load_encoder(run, image_size or ds.size)
+    return load_encoder(run, image_size)
+
+
+def evaluate(task: str, run: str | Path, data: str | Path, labels: str, out: str | Path | None = None,
+             fractions=(0.01, 0.1, 1.0), seeds: int = 3, degrade_level: int = 0,
+             image_size: int | None = None) -> dict:
+    if task not in PROBES:
+        raise CxrclError(f"unknown evaluation task {task!r}; available: {', '.join(PROBES)}")
+    ds = PreparedDataset.open(data)
+    names = ds.resolve_labels(labels)
+    run = str(run)
+    extract = extractor_for(run, ds, image_size)
+    command = "cxrcl " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "cxrcl" else None
+    result = PROBES[task](ds, extract, names, fractions=fractions, seeds=seeds,
+                          degrade_level=degrade_level, run_name=run,
+                          extra={"command": command} if command else None)
+    if out is not None:
+        save_json(result, out)
+    return result

@@ -1,0 +1,82 @@
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cxrcl.errors import CxrclError
+from cxrcl.methods.spcl import SPCL
+from cxrcl.training.fit import pretrain
+from tests.conftest import TINY_VIT
+
+TRAIN = dict(steps=8, batch_size=16, log_every=1, checkpoint_every=4, progress=False)
+
+
+def losses(run):
+    return [json.loads(line)["loss"] for line in open(run / "metrics.jsonl")]
+
+
+def test_run_directory_and_exact_resume(tiny_ds, tmp_path):
+    full = tmp_path / "full"
+    s = pretrain("spcl", tiny_ds.root, full, backbone=TINY_VIT, train_overrides=TRAIN)
+    assert s["steps"] == 8 and s["complete"] and s["images_per_s"] > 0
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "environment.json",
+                 "checkpoints/last.safetensors", "checkpoints/last.state.safetensors"):
+        assert (full / name).exists(), name
+    part = tmp_path / "part"
+    pretrain("spcl", tiny_ds.root, part, backbone=TINY_VIT, train_overrides=TRAIN, stop_after=3)
+    assert json.loads((part / "summary.json").read_text())["complete"] is False
+    pretrain("spcl", tiny_ds.root, part, resume=True)
+    # checkpoint at step 3 (end of the first invocation) -> steps 4..8 replayed exactly
+    assert losses(full) == losses(part)
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tiny_ds, tmp_path):
+    run = tmp_path / "r"
+    pretrain("simclr", tiny_ds.root, run, backbone=TINY_VIT, train_overrides=dict(TRAIN, steps=2))
+    with pytest.raises(CxrclError, match="--resume"):
+        pretrain("simclr", tiny_ds.root, run, backbone=TINY_VIT, train_overrides=TRAIN)
+    with pytest.raises(CxrclError, match="nothing to resume"):
+        pretrain("simclr", tiny_ds.root, tmp_path / "empty", resume=True)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tiny_ds, tmp_path, monkeypatch):
+    real = SPCL.training_step
+
+    def poisoned(self, images, generator):
+        out = real(self, images, generator)
+        if self.poison_now:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    calls = {"n": 0}
+    monkeypatch.setattr(SPCL, "training_step", poisoned)
+    monkeypatch.setattr(SPCL, "poison_now", property(lambda self: calls.__setitem__("n", calls["n"] + 1) or calls["n"] > 4),
+                        raising=False)
+    run = tmp_path / "nan"
+    with pytest.raises(CxrclError, match="loss became nan at step 4.*--resume"):
+        pretrain("spcl", tiny_ds.root, run, backbone=TINY_VIT, train_overrides=dict(TRAIN, checkpoint_every=2))
+    assert json.loads((run / "checkpoints/last.state.json").read_text())["step"] == 4
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_torchrun(tiny_ds, tmp_path):
+    """The multi-GPU/multi-node code path (torchrun + Fabric DDP), on 2 CPU processes over gloo."""
+    run = tmp_path / "ddp"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           "-m", "cxrcl", "pretrain", "spcl", "--data", str(tiny_ds.root), "--out", str(run),
+           "--backbone", TINY_VIT, "--steps", "4", "--batch-size", "8", "--log-every", "1", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert len(losses(run)) == 4 and all(l == l for l in losses(run))
+    env = json.loads((run / "environment.json").read_text())
+    assert env["world_size"] == 2
+    assert torch.isfinite(torch.tensor(losses(run))).all()
+    assert proc.stdout.count("final loss") == 1  # only rank 0 reports
