@@ -67,16 +67,29 @@ def _count_flops(fn) -> float:
     return counter.get_total_flops()
 
 
+def _high_water_mb() -> float:
+    """This process's peak resident memory. /proc's VmHWM belongs to the current image; on
+    Linux ``ru_maxrss`` survives fork+exec and would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _peak_rss_child(method: str, backbone: str, image_size: int, batch: np.ndarray, queue) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _high_water_mb()
     m = build_method(method, backbone, image_size)
     opt = torch.optim.AdamW(param_groups(m, 0.05), lr=1e-4)
     x = to_model_input(batch, image_size)
     for step in range(3):
         _train_step(m, opt, x, 0, step)
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base))
+    queue.put((_high_water_mb(), base))
 
 
 def peak_rss_mb(method: str, backbone: str, image_size: int, batch: np.ndarray) -> tuple[float, float]:

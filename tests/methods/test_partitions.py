@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from cxrcl.data.views import AugmentConfig, augment, block_partition, partition_sizes, random_partition
+from cxrcl.data.views import (
+    AugmentConfig,
+    augment,
+    block_partition,
+    partition_sizes,
+    random_partition,
+)
 
 
 @pytest.mark.parametrize("ratios", [(0.5, 0.5), (0.4, 0.4), (0.3, 0.7)])

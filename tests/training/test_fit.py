@@ -75,7 +75,7 @@ def test_two_cpu_processes_with_torchrun(tiny_ds, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
-    assert len(losses(run)) == 4 and all(l == l for l in losses(run))
+    assert len(losses(run)) == 4
     env = json.loads((run / "environment.json").read_text())
     assert env["world_size"] == 2
     assert torch.isfinite(torch.tensor(losses(run))).all()
