@@ -146,13 +146,17 @@ def _precision(train: TrainConfig) -> str:
 def make_fabric(train: TrainConfig):
     from lightning.fabric import Fabric
 
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun / SLURM set it
-    devices = int(os.environ.get("LOCAL_WORLD_SIZE", train.devices)) if launched else train.devices
-    multi = launched or devices * train.num_nodes > 1
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun (and SLURM via Fabric)
+    launched = world > 1
+    devices, num_nodes = train.devices, train.num_nodes
+    if launched and "LOCAL_WORLD_SIZE" in os.environ:  # torchrun: the launcher's layout wins
+        devices = int(os.environ["LOCAL_WORLD_SIZE"])
+        num_nodes = max(1, world // devices)
+    multi = launched or devices * num_nodes > 1
     accelerator = train.accelerator
     if accelerator == "auto" and not torch.cuda.is_available():
         accelerator = "cpu"
-    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=train.num_nodes,
+    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                     strategy="ddp" if multi else "auto", precision=_precision(train))
     fabric.launch()
     return fabric
