@@ -18,7 +18,11 @@ STD = 0.25
 def to_model_input(images: np.ndarray | torch.Tensor, image_size: int | None = None,
                    device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 [B, H, W] (numpy or tensor) -> float32 [B, 1, S, S], normalised, on ``device``."""
-    x = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):  # a read-only memmap slice is copied (torch needs writable memory)
+        images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images)
+        x = torch.from_numpy(images)
+    else:
+        x = images
     if x.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images, got {x.dtype}")
     if x.ndim == 2:
