@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--split", default="patient:0.7,0.1,0.2")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--workers", type=int, default=1)
+    pr.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="a source option, e.g. --opt uncertain=ones (chexpert, mimic-cxr)")
     info = data.add_parser("info", help="counts per split and label, text coverage, image statistics")
     info.add_argument("prepared")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -128,8 +130,11 @@ def cmd_data(args) -> int:
     elif args.data_command == "prepare":
         from cxrcl.data.sources import prepare
 
+        from cxrcl.specs import parse_spec
+
+        options = parse_spec("opt:" + ":".join(args.opt))[1] if args.opt else {}
         ds = prepare(args.source, args.input, args.out, size=args.size, split=args.split,
-                     seed=args.seed, workers=args.workers)
+                     seed=args.seed, workers=args.workers, **options)
         skipped = len(ds.info.get("skipped", []))
         print(f"prepared {len(ds)} images ({ds.size} px) from {args.input} into {ds.root}"
               + (f"; skipped {skipped} unreadable files (listed in dataset.json)" if skipped else ""))

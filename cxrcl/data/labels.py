@@ -34,6 +34,8 @@ VOCABULARY: dict[str, str] = {
     "no_finding": "No Finding",
     "covid19": "COVID-19",
     "tuberculosis": "Tuberculosis",
+    "granuloma": "Granuloma",
+    "calcified_granuloma": "Calcified Granuloma",
 }
 
 # publisher spellings -> canonical name (sources add their own on top of these)
@@ -45,6 +47,12 @@ ALIASES: dict[str, str] = {
     "covid": "covid19",
     "tb": "tuberculosis",
     "normal": "no_finding",
+    "infiltrate": "infiltration",
+    "pulmonary atelectasis": "atelectasis",
+    "pulmonary edema": "edema",
+    "pulmonary emphysema": "emphysema",
+    "fractures, bone": "fracture",
+    "hernia, hiatal": "hernia",
 }
 
 
