@@ -3,7 +3,7 @@
 # Variants of S-PCL on covid_chestxray (train split, 424 images), each probed like the main
 # table (linear, covid19, 1/10/100% labels, 3 seeds). Run after benchmarks/real_data_linear.sh
 # (it reuses its prepared data and its 50-epoch ViT run as the reference).
-# Usage: bash benchmarks/spcl_pixel_gap.sh [WORK_DIR]     (~40 min on 2 CPU cores)
+# Usage: bash benchmarks/spcl_pixel_gap.sh [WORK_DIR]     (~30 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -19,7 +19,7 @@ VARIANTS=(
   "vit_p8_block|spcl:partition=block|vit_tiny_patch16_224:patch_size=8|50"
   "vit_p8_cls|spcl|vit_tiny_patch16_224:patch_size=8:pool=token|50"
   "resnet18|spcl|resnet18|50"
-  "vit_p8_150ep|spcl|vit_tiny_patch16_224:patch_size=8|150"
+  "vit_p8_100ep|spcl|vit_tiny_patch16_224:patch_size=8|100"
 )
 for v in "${VARIANTS[@]}"; do
   IFS='|' read -r name spec backbone epochs <<<"$v"
