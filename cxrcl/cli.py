@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     info = data.add_parser("info", help="counts per split and label, text coverage, image statistics")
     info.add_argument("prepared")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument("--montage", metavar="PNG", help="also write a montage of sample images per label")
+    mg = data.add_parser("merge", help="merge prepared data sets (labels unioned, NaN where a set lacks one)")
+    mg.add_argument("inputs", nargs="+", help="prepared data sets, then the output directory")
+    mg.add_argument("--size", type=int, help="common size (default: the smallest input size)")
+    mg.add_argument("--names", help="comma list of id prefixes, one per input")
+    mg.add_argument("--workers", type=int, default=1)
+    rl = data.add_parser("relabel", help="rename, merge (logical OR) or drop label columns")
+    rl.add_argument("prepared")
+    rl.add_argument("out")
+    rl.add_argument("--map", action="append", default=[], metavar="OLD[,OLD...]=NEW")
+    rl.add_argument("--drop", action="append", default=[], metavar="LABEL")
 
     pt = sub.add_parser("pretrain", help="self-supervised pre-training")
     pt.add_argument("method", help=METHOD_HELP)
@@ -116,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cxrcl: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cxrcl: interrupted (a pre-training run resumes with --resume)", file=sys.stderr)
+        print("cxrcl: interrupted (pre-training resumes with --resume; data prepare resumes when the "
+              "same command is run again)", file=sys.stderr)
         return 130
 
 
@@ -138,11 +150,25 @@ def cmd_data(args) -> int:
         skipped = len(ds.info.get("skipped", []))
         print(f"prepared {len(ds)} images ({ds.size} px) from {args.input} into {ds.root}"
               + (f"; skipped {skipped} unreadable files (listed in dataset.json)" if skipped else ""))
+    elif args.data_command == "merge":
+        from cxrcl.data.merge import merge_prepared
+
+        if len(args.inputs) < 3:
+            raise CxrclError("give at least two prepared data sets and then the output directory")
+        *inputs, out = args.inputs
+        names = args.names.split(",") if args.names else None
+        ds = merge_prepared(inputs, out, size=args.size, names=names, workers=args.workers, progress=True)
+        print(f"merged {len(inputs)} data sets into {ds.root}: {len(ds)} images, labels {', '.join(ds.label_names)}")
+    elif args.data_command == "relabel":
+        from cxrcl.data.merge import parse_mapping, relabel_prepared
+
+        ds = relabel_prepared(args.prepared, args.out, parse_mapping(args.map), drop=args.drop)
+        print(f"relabelled {args.prepared} into {ds.root}: labels {', '.join(ds.label_names)}")
     else:
         from cxrcl.data.info import describe, format_info
         from cxrcl.data.prepared import PreparedDataset
 
-        d = describe(PreparedDataset.open(args.prepared))
+        d = describe(PreparedDataset.open(args.prepared), montage_png=args.montage)
         print(json.dumps(d, indent=2) if args.json else format_info(d))
     return 0
 

@@ -300,7 +300,7 @@ def test_medmnist_download_failure(tmp_path, monkeypatch):
 
 
 def test_unknown_source_and_unsafe_out(tmp_path):
-    with pytest.raises(CxrclError, match="unknown data source 'dicomm'.*csv, folder, medmnist, npz"):
+    with pytest.raises(CxrclError, match="unknown data source 'dicomm'.*csv, dicom, folder, medmnist, mimic-cxr, montgomery, nih14, npz"):
         prepare("dicomm", tmp_path, tmp_path / "out")
     assert {"npz", "medmnist", "folder", "csv"} <= set(SOURCES)
     busy = tmp_path / "busy"

@@ -27,7 +27,6 @@ from pathlib import Path
 from cxrcl.data.prepared import PreparedDataset, parse_split_spec
 from cxrcl.errors import CxrclError
 
-
 COMMON_ARGS = {"input", "out", "size", "split", "seed", "workers", "progress"}
 
 

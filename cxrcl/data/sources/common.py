@@ -5,9 +5,15 @@ with black borders (centred, never cropped) and resized with Lanczos; masks get 
 and nearest-neighbour resizing. Grey conversion: 16-bit and 32-bit images ('I;16*', 'I', 'F') are
 min-max scaled to 0..255; alpha is composited on black; colour is converted with PIL's 'L'
 weights. Decoding of file-based sources runs in a ``multiprocessing.Pool`` of ``workers``
-processes and streams into :class:`~cxrcl.data.prepared.PreparedWriter` in order, so decoded
-images are never all held in memory. Files that cannot be read are skipped, counted, logged as one
-warning line each (the first 20) and listed in ``dataset.json`` under ``skipped``.
+processes and streams into :class:`~cxrcl.data.prepared.PreparedWriter` in order, with at most
+``4 * workers`` small chunks in flight (:func:`ordered_map`), so decoded images are never all
+held in memory; the writer flushes and re-maps its array every chunk, so the resident memory
+stays flat whatever the number of images. Files that cannot be read are skipped, counted, logged
+as one warning line each (the first 20) and listed in ``dataset.json`` under ``skipped``.
+
+Decoding is resumable (:func:`write_decoded`): progress is recorded every
+:data:`CHECKPOINT_EVERY` images in ``.OUT.partial/progress.json``; a killed or interrupted
+preparation keeps its partial directory and the same command decodes only the missing images.
 
 Warnings go to the ``cxrcl.data`` logger (printed to stderr as bare lines when logging is not
 configured).
@@ -15,12 +21,16 @@ configured).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
 import re
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -118,12 +128,7 @@ def _resize_job(args: tuple[np.ndarray, int]) -> np.ndarray:
 
 def resize_chunks(chunks: Iterable[np.ndarray], size: int, workers: int = 1) -> Iterator[np.ndarray]:
     """Resize a stream of uint8 [n, H, W] chunks, in order, with ``workers`` processes."""
-    jobs = ((c, size) for c in chunks)
-    if workers <= 1:
-        yield from map(_resize_job, jobs)
-        return
-    with multiprocessing.Pool(workers) as pool:
-        yield from pool.imap(_resize_job, jobs)
+    yield from ordered_map(_resize_job, ((c, size) for c in chunks), workers, max_pending=2 * workers)
 
 
 # ----------------------------------------------------------------------------- npz streaming
@@ -310,10 +315,51 @@ def check_label_values(meta: pd.DataFrame, names: Sequence[str], where: str) -> 
 
 
 # ----------------------------------------------------------------------------- streaming decode
-def _decode_job(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str | None]:
-    i, path, size = job
+#: Identity of the decoder in the resume fingerprint: bump it when decoding changes its output.
+DECODER_VERSION = 1
+#: Images decoded between two flushes of the memory map + progress record of a resumable writer.
+CHECKPOINT_EVERY = 256
+
+
+def _ignore_sigint() -> None:
+    """Pool initializer: Ctrl-C is handled by the main process, which stops the pool."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def ordered_map(fn: Callable, tasks: Iterable, workers: int, max_pending: int | None = None) -> Iterator:
+    """``map(fn, tasks)`` over a Pool of ``workers`` processes, in order, with bounded memory.
+
+    At most ``max_pending`` tasks (default ``4 * workers``) are submitted and not yet consumed,
+    so neither the task list nor the results pile up when one side is faster than the other
+    (``Pool.imap`` buffers every finished result). ``fn`` must be picklable (module level).
+    """
+    if workers <= 1:
+        yield from map(fn, tasks)
+        return
+    limit = max(1, max_pending or 4 * workers)
+    it = iter(tasks)
+    with multiprocessing.Pool(workers, initializer=_ignore_sigint) as pool:
+        window: deque = deque()
+        for task in it:
+            window.append(pool.apply_async(fn, (task,)))
+            if len(window) >= limit:
+                break
+        while window:
+            result = window.popleft().get()
+            for task in it:
+                window.append(pool.apply_async(fn, (task,)))
+                break
+            yield result
+
+
+def _decode_job(job: tuple) -> tuple[int, np.ndarray | None, str | None]:
+    """``(i, path, size[, decode])`` -> ``(i, image or None, reason or None)``."""
+    i, path, size = job[:3]
+    decode = job[3] if len(job) > 3 and job[3] is not None else load_grey
     try:
-        return i, load_grey(path, size), None
+        return i, decode(path, size), None
     except FileNotFoundError:
         return i, None, "file not found"
     except Exception as e:  # noqa: BLE001 - any decoder failure means: skip this file
@@ -321,63 +367,133 @@ def _decode_job(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str 
         return i, None, f"{type(e).__name__}: {msg}"[:200].rstrip(": ")
 
 
+def _decode_chunk(jobs: list[tuple]) -> list[tuple[int, np.ndarray | None, str | None]]:
+    return [_decode_job(job) for job in jobs]
+
+
 def decode_stream(paths: Sequence[str | os.PathLike], size: int, workers: int = 1,
-                  progress: bool = True, desc: str = "decoding") -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-    """Yield ``(index, image or None, reason or None)`` in input order, decoding in a Pool."""
-    jobs = [(i, str(p), size) for i, p in enumerate(paths)]
-    bar = _progress(len(jobs), progress, desc)
+                  progress: bool = True, desc: str = "decoding", *,
+                  indices: Sequence[int] | np.ndarray | None = None,
+                  decode: Callable[[str, int], np.ndarray] | None = None
+                  ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+    """Yield ``(index, image or None, reason or None)`` in input order, decoding in a Pool.
+
+    ``indices``: decode only these rows of ``paths`` (default all; the progress bar starts at
+    the others). ``decode(path, size) -> uint8 [size, size]`` replaces :func:`load_grey` (e.g.
+    DICOM); it must be a module-level function when ``workers > 1``. Memory: at most
+    ``4 * workers`` chunks of a few images are in flight.
+    """
+    idx = np.arange(len(paths)) if indices is None else np.asarray(indices, dtype=np.int64)
+    bar = _progress(len(paths), progress, desc, initial=len(paths) - len(idx))
+    jobs = ((int(i), str(paths[i]), size, decode) for i in idx)
     try:
-        if workers <= 1 or len(jobs) < 2:
+        if workers <= 1 or len(idx) < 2:
             for job in jobs:
                 yield _decode_job(job)
                 bar.update(1)
         else:
-            chunk = max(1, min(64, len(jobs) // (workers * 8)))
-            with multiprocessing.Pool(workers) as pool:
-                for result in pool.imap(_decode_job, jobs, chunksize=chunk):
+            chunk = max(1, min(16, len(idx) // (workers * 8)))
+            for results in ordered_map(_decode_chunk, _batched(jobs, chunk), workers):
+                for result in results:
                     yield result
                     bar.update(1)
     finally:
         bar.close()
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def _batched(items: Iterable, k: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(islice(it, k)):
+        yield batch
+
+
+def _progress(total: int, enabled: bool, desc: str, initial: int = 0):
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not enabled, leave=False)
+
+
+def decode_fingerprint(paths: Sequence[str | os.PathLike], size: int, root: Path | None = None,
+                       decode: Callable | None = None, extra: dict | None = None) -> dict:
+    """What determines the decoded images: the ordered file list, the size and the decoder.
+
+    The split (``--split``/``--seed``) and the metadata are recomputed on every run and do not
+    change ``images.npy``, so they are not part of it; ``extra`` adds caller-specific fields.
+    """
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p).encode())
+        h.update(b"\0")
+    if decode is None:
+        name = f"{__name__}.load_grey"
+    else:
+        name = (f"{getattr(decode, '__module__', type(decode).__module__)}."
+                f"{getattr(decode, '__qualname__', type(decode).__qualname__)}")
+    return {"kind": "decoded_files", "decoder": name,
+            "decoder_version": DECODER_VERSION, "n": len(paths), "size": int(size),
+            "paths_sha256": h.hexdigest(), "root": None if root is None else str(Path(root).resolve()),
+            **(extra or {})}
 
 
 def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, workers: int,
-                  progress: bool, root: Path | None = None) -> tuple[PreparedWriter, list[int], list[dict]]:
-    """Decode ``paths`` straight into a new :class:`PreparedWriter` at ``out``.
+                  progress: bool, root: Path | None = None, *, resume: bool = True,
+                  decode: Callable[[str, int], np.ndarray] | None = None,
+                  fingerprint: dict | None = None, checkpoint_every: int | None = None,
+                  on_image: Callable[[int, int], None] | None = None,
+                  ) -> tuple[PreparedWriter, list[int], list[dict]]:
+    """Decode ``paths`` straight into a :class:`PreparedWriter` at ``out``, resumably.
 
     Returns the writer (not finished), the indices of the files that were decoded, in order, and
-    the ``skipped`` list ``[{file, reason}]``. If some files fail, the written rows are compacted
-    into a writer of the right length (one extra copy, only in that case). All failing ->
+    the ``skipped`` list ``[{file, reason}]``. Image ``i`` goes to row ``i``; if some files fail,
+    the rows are compacted at the end (one streamed copy, only in that case). All failing ->
     :class:`CxrclError`.
+
+    Resuming (``resume=True``, the default): progress is recorded in ``.OUT.partial/progress.json``
+    every ``checkpoint_every`` images (default :data:`CHECKPOINT_EVERY`, fewer above 512 px),
+    keyed by :func:`decode_fingerprint` (+ ``fingerprint``). When the run is interrupted (Ctrl-C, an error, a kill), the partial directory is kept and
+    the same call decodes only the missing images; the result is byte-identical to an
+    uninterrupted run. ``resume=False`` starts over and removes the partial on failure.
+    ``decode`` replaces the PIL decoder (see :func:`decode_stream`); ``on_image(done, total)``
+    is called after every image (benchmarks, progress displays).
     """
     out = Path(out)
     n = len(paths)
     if n == 0:
         raise CxrclError(f"no images to prepare for {out}")
-    writer = PreparedWriter(out, n=n, size=size)
-    kept: list[int] = []
-    skipped: list[dict] = []
+    fp = decode_fingerprint(paths, size, root, decode, fingerprint)
+    if checkpoint_every is None:  # 256 images, fewer for big images (<= ~64 MiB between flushes)
+        checkpoint_every = min(CHECKPOINT_EVERY, max(16, (64 << 20) // (size * size)))
+    writer = PreparedWriter(out, n=n, size=size, resume=resume, fingerprint=fp,
+                            checkpoint_every=checkpoint_every)
+    warned = 0
     try:
-        for i, img, reason in decode_stream(paths, size, workers, progress):
-            if img is None:
-                name = _display(paths[i], root)
-                skipped.append({"file": name, "reason": reason})
-                if len(skipped) <= MAX_WARNING_LINES:
-                    log.warning("skipped %s: %s", name, reason)
-                continue
-            writer.put(len(kept), img)
-            kept.append(i)
-    except BaseException:
-        writer.abort()
+        if not writer.compacted:
+            todo = writer.pending()
+            done = n - len(todo)
+            stream = decode_stream(paths, size, workers, progress, indices=todo, decode=decode)
+            with closing(stream):  # stops the pool at once if the loop is left by an exception
+                for i, img, reason in stream:
+                    if img is None:
+                        writer.skip(i, reason)
+                        warned += 1
+                        if warned <= MAX_WARNING_LINES:
+                            log.warning("skipped %s: %s", _display(paths[i], root), reason)
+                    else:
+                        writer.put(i, img)
+                    done += 1
+                    if on_image is not None:
+                        on_image(done, n)
+            writer.checkpoint()
+    except BaseException as e:
+        if not resume or isinstance(e, CxrclError):
+            writer.abort()
+        else:
+            _keep_partial(writer)
         raise
-    if len(skipped) > MAX_WARNING_LINES:
-        log.warning("skipped %d more files (all listed in dataset.json 'skipped')",
-                    len(skipped) - MAX_WARNING_LINES)
+    if warned > MAX_WARNING_LINES:
+        log.warning("skipped %d more files (all listed in dataset.json 'skipped')", warned - MAX_WARNING_LINES)
+    failed = writer.failed
+    skipped = [{"file": _display(paths[i], root), "reason": failed[i]} for i in sorted(failed)]
+    kept = [i for i in range(n) if i not in failed] if failed else list(range(n))
     if not kept:
         writer.abort()
         reasons = sorted({s["reason"] for s in skipped})
@@ -385,8 +501,23 @@ def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, work
                          f"(e.g. {skipped[0]['file']}: {reasons[0]}); check the input paths and files")
     if skipped:
         log.warning("%d of %d files skipped (unreadable or missing)", len(skipped), n)
-        writer = _shrink(writer, out, len(kept), size)
+        if not writer.compacted:
+            try:
+                writer.compact(kept)
+            except BaseException:
+                (_keep_partial if resume else PreparedWriter.abort)(writer)
+                raise
     return writer, kept, skipped
+
+
+def _keep_partial(writer: PreparedWriter) -> None:
+    """Interrupted: save what is decoded and say how to resume (never raises)."""
+    try:
+        writer.checkpoint()
+        log.warning("interrupted: %d of %d images are decoded in %s; run the same command again to "
+                    "resume", writer.n_done, writer.n_input, writer.tmp)
+    except BaseException:  # noqa: BLE001 - the original exception matters more
+        pass
 
 
 def _display(path, root: Path | None) -> str:
@@ -399,29 +530,19 @@ def _display(path, root: Path | None) -> str:
     return str(p)
 
 
-def _shrink(writer: PreparedWriter, out: Path, n: int, size: int) -> PreparedWriter:
-    """Copy the first ``n`` rows of ``writer`` into a new writer of length ``n`` (streamed)."""
-    side = out.with_name(f".{out.name}.decoded.npy")
-    writer.images.flush()
-    writer.images = None  # close the mapping before moving the file
-    os.replace(writer.tmp / "images.npy", side)
-    writer.abort()
-    try:
-        src = np.load(side, mmap_mode="r")
-        new = PreparedWriter(out, n=n, size=size)
-        for s in range(0, n, 1024):
-            new.put_many(s, np.asarray(src[s:min(n, s + 1024)]))
-        del src
-    finally:
-        side.unlink(missing_ok=True)
-    return new
-
-
 def finish(writer: PreparedWriter, meta: pd.DataFrame, **kwargs):
-    """``writer.finish`` that removes the partial directory if it fails."""
+    """``writer.finish`` that removes the partial directory if it fails.
+
+    A resumable writer (one that records progress) keeps its partial directory when the failure
+    is an interruption rather than a :class:`CxrclError` (e.g. Ctrl-C while hashing), so that a
+    rerun does not decode again.
+    """
     try:
         return writer.finish(meta, **kwargs)
-    except BaseException:
+    except CxrclError:
         writer.abort()
         raise
-
+    except BaseException:
+        if not getattr(writer, "tracking", False):
+            writer.abort()
+        raise
