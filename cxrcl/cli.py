@@ -141,7 +141,6 @@ def cmd_data(args) -> int:
         print(f"wrote {len(ds)} phantom images ({ds.size} px) to {ds.root}")
     elif args.data_command == "prepare":
         from cxrcl.data.sources import prepare
-
         from cxrcl.specs import parse_spec
 
         options = parse_spec("opt:" + ":".join(args.opt))[1] if args.opt else {}
