@@ -12,7 +12,8 @@ Writing is streaming and atomic: :class:`PreparedWriter` fills a memory-mapped a
 temporary sibling directory and renames it into place only when :meth:`PreparedWriter.finish`
 succeeds, so a killed preparation never leaves a directory that looks complete. With a job
 fingerprint the writer is also resumable: ``progress.json`` in the temporary directory records
-which rows are on disk, and a rerun of the same job re-opens the array and writes only the rest.
+which rows are on disk (and ``extras.jsonl`` the small per-row values the caller attached, e.g.
+DICOM header fields), and a rerun of the same job re-opens the array and writes only the rest.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def manifest_hash(ids: Sequence[str], splits: Sequence[str]) -> str:
 
 # ----------------------------------------------------------------------------- writing
 PROGRESS_FILE = "progress.json"
+#: Per-row extras of a tracked writer (one JSON line ``[row, extra]`` each), beside progress.json.
+EXTRAS_FILE = "extras.jsonl"
 PROGRESS_VERSION = 1
 #: Defaults for how often a tracked writer flushes its arrays and records its progress.
 CHECKPOINT_EVERY = 256
@@ -114,6 +117,13 @@ def _from_runs(runs: Sequence[Sequence[int]], n: int) -> np.ndarray:
     for start, stop in runs:
         mask[int(start):int(stop)] = True
     return mask
+
+
+def _json_default(obj):
+    """numpy scalars in per-row extras -> Python numbers."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def _jsonable(obj):
@@ -195,6 +205,13 @@ class PreparedWriter:
     ``size`` and ``with_masks`` re-opens the arrays (mode r+) and keeps the done mask; callers
     then write only :meth:`pending` rows. Any other partial directory is discarded, with a
     warning when it came from a different job.
+
+    Per-row extras: :meth:`put` and :meth:`skip` take an optional small JSON-able dict
+    (``extra``) kept in :attr:`extras` by input row (also for skipped rows, and across
+    :meth:`compact`). A tracked writer appends the new ones to ``.OUT.partial/extras.jsonl``
+    before each progress record, so a resumed writer has the extras of every row it reports
+    done. They are never written to the finished directory: callers put what they need into
+    ``meta.csv`` themselves.
     """
 
     def __init__(self, out: str | os.PathLike, n: int, size: int, with_masks: bool = False,
@@ -215,6 +232,8 @@ class PreparedWriter:
         self.checkpoint_seconds = float(checkpoint_seconds)
         self.done = np.zeros(self.n_input, dtype=bool)
         self.failed: dict[int, str] = {}
+        self.extras: dict[int, dict] = {}
+        self._unsaved_extras: dict[int, dict] = {}
         self.compacted = False
         self.resumed = False
         self.resumed_done = 0
@@ -291,6 +310,7 @@ class PreparedWriter:
         self.compacted = state.get("state") == "compacted"
         self.n = int(state.get("rows", self.n_input)) if self.compacted else self.n_input
         self.resumed, self.resumed_done = True, int(self.done.sum())
+        self._load_extras()
         self._map()
         log.warning("%s: resuming an interrupted preparation: %d of %d images already done",
                     self.tmp, self.resumed_done, self.n_input)
@@ -306,7 +326,43 @@ class PreparedWriter:
             if arr is not None:
                 arr.flush()
 
+    def _load_extras(self) -> None:
+        """Read ``extras.jsonl`` (later lines win), keep the rows marked done and rewrite the file
+        cleanly (a kill during an append may have left a torn last line)."""
+        path = self.tmp / EXTRAS_FILE
+        if not path.exists():
+            return
+        extras: dict[int, dict] = {}
+        with open(path) as f:
+            for line in f:
+                try:
+                    row, extra = json.loads(line)
+                except (ValueError, TypeError):
+                    continue  # a torn line: its row is not marked done, so it is decoded again
+                if 0 <= int(row) < self.n_input and self.done[int(row)]:
+                    extras[int(row)] = extra
+        self.extras = extras
+        side = self.tmp / (EXTRAS_FILE + ".tmp")
+        with open(side, "w") as f:
+            for row in sorted(extras):
+                f.write(json.dumps([row, extras[row]], default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(side, path)
+
+    def _save_extras(self) -> None:
+        """Append the extras added since the last progress record to ``extras.jsonl`` (fsync)."""
+        if not self._unsaved_extras:
+            return
+        with open(self.tmp / EXTRAS_FILE, "a") as f:
+            for row, extra in self._unsaved_extras.items():
+                f.write(json.dumps([row, extra], default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._unsaved_extras = {}
+
     def _write_progress(self) -> None:
+        self._save_extras()  # before the record that marks their rows done
         state = {"version": PROGRESS_VERSION, "fingerprint": self.fingerprint, "n": self.n_input,
                  "rows": self.n, "size": self.size, "with_masks": self.with_masks,
                  "state": "compacted" if self.compacted else "writing",
@@ -338,7 +394,9 @@ class PreparedWriter:
         self.done[rows] = True
         self._tick(int(np.size(self.done[rows])))
 
-    def put(self, i: int, image: np.ndarray, mask: np.ndarray | None = None) -> None:
+    def put(self, i: int, image: np.ndarray, mask: np.ndarray | None = None,
+            extra: dict | None = None) -> None:
+        """Write row ``i`` (and its mask: 0/1, none = an empty mask); ``extra`` -> :attr:`extras`."""
         if image.shape != (self.size, self.size) or image.dtype != np.uint8:
             raise ValueError(f"image {i}: expected uint8 [{self.size}, {self.size}], got {image.dtype} {image.shape}")
         self.images[i] = image
@@ -346,8 +404,17 @@ class PreparedWriter:
             if self.masks is None:
                 raise ValueError("writer was created with with_masks=False")
             self.masks[i] = (mask > 0).astype(np.uint8)
+        elif self.masks is not None:
+            self.masks[i] = 0
+        self._set_extra(i, extra)
         self.done[i] = True
         self._tick(1)
+
+    def _set_extra(self, i: int, extra: dict | None) -> None:
+        if extra is not None:
+            self.extras[int(i)] = extra
+            if self.tracking:
+                self._unsaved_extras[int(i)] = extra
 
     def put_many(self, start: int, images: np.ndarray, masks: np.ndarray | None = None) -> None:
         self.images[start:start + len(images)] = images
@@ -356,8 +423,10 @@ class PreparedWriter:
         self.done[start:start + len(images)] = True
         self._tick(len(images))
 
-    def skip(self, i: int, reason: str) -> None:
-        """Give up on input row ``i`` (e.g. an unreadable file): done, recorded in ``failed``."""
+    def skip(self, i: int, reason: str, extra: dict | None = None) -> None:
+        """Give up on input row ``i`` (e.g. an unreadable file): done, recorded in ``failed``;
+        ``extra`` (what is known of the row anyway, e.g. its patient) -> :attr:`extras`."""
+        self._set_extra(i, extra)
         self.done[i] = True
         self.failed[int(i)] = str(reason)
         self._tick(1)
@@ -483,6 +552,7 @@ class PreparedWriter:
         }
         (self.tmp / "dataset.json").write_text(json.dumps(info, indent=2))
         (self.tmp / PROGRESS_FILE).unlink(missing_ok=True)
+        (self.tmp / EXTRAS_FILE).unlink(missing_ok=True)
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.tmp, self.out)

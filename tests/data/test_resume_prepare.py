@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrcl.data.prepared import PROGRESS_FILE, PreparedWriter
+from cxrcl.data.prepared import EXTRAS_FILE, PROGRESS_FILE, PreparedWriter
 from cxrcl.data.sources import common, prepare
 from cxrcl.data.sources.common import ordered_map, write_decoded
 from cxrcl.errors import CxrclError
@@ -221,6 +221,30 @@ def test_writer_done_mask_compaction_and_resume_after_compaction(tmp_path):
     assert [int(ds.images[k, 0, 0]) for k in range(4)] == [0, 1, 3, 5]
     assert ds.masks is not None and int(ds.masks.sum()) == 4 * 64
     assert not (tmp_path / ".out.partial").exists() and not (ds.root / PROGRESS_FILE).exists()
+
+
+def test_writer_extras_survive_a_kill_and_a_torn_line(tmp_path):
+    fp = {"job": "extras"}
+    w = PreparedWriter(tmp_path / "out", n=5, size=8, resume=True, fingerprint=fp, checkpoint_every=2)
+    w.put(0, _img(0), extra={"view": "PA", "age": 45.5})
+    w.skip(1, "broken", extra={"view": "AP", "age": None})
+    w.put(2, _img(2))  # no extra
+    w.put(3, _img(3), extra={"view": "LL", "age": np.int64(7)})  # numpy scalars are stored too
+    w.checkpoint()
+    w._unsaved_extras = {4: {"view": "XX"}}  # row 4 never reached a progress record ...
+    w._save_extras()
+    with open(w.tmp / EXTRAS_FILE, "a") as f:
+        f.write('[4, {"vi')  # ... and a kill tore the next line
+    del w
+
+    w = PreparedWriter(tmp_path / "out", n=5, size=8, resume=True, fingerprint=fp)
+    assert w.resumed and list(w.pending()) == [4]
+    assert w.extras == {0: {"view": "PA", "age": 45.5}, 1: {"view": "AP", "age": None}, 3: {"view": "LL", "age": 7}}
+    w.put(4, _img(4), extra={"view": "PA"})
+    w.compact([0, 2, 3, 4])
+    assert w.extras[4] == {"view": "PA"} and w.extras[1]["view"] == "AP"  # input rows, kept after compaction
+    ds = w.finish(_meta(4), source="test")
+    assert not (ds.root / EXTRAS_FILE).exists() and [int(ds.images[k, 0, 0]) for k in range(4)] == [0, 2, 3, 4]
 
 
 def test_writer_interrupted_rename_after_compaction_is_completed(tmp_path):

@@ -284,6 +284,20 @@ def test_medmnist_multiclass_synthetic(tmp_path):
     assert (ds.labels(ds.label_names).sum(axis=1) == 1).all()
 
 
+def test_medmnist_chestmnist_labels_in_the_vocabulary(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for s, n in (("train", 6), ("val", 2), ("test", 3)):
+        arrays[f"{s}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{s}_labels"] = rng.integers(0, 2, (n, 14)).astype(np.uint8)
+    np.savez(tmp_path / "chestmnist.npz", **arrays)
+    ds = prepare("medmnist", tmp_path / "chestmnist.npz", tmp_path / "out", size=28, progress=False)
+    assert ds.label_names == ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule",
+                              "pneumonia", "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis",
+                              "pleural_thickening", "hernia"]
+    np.testing.assert_array_equal(ds.labels(["pleural_thickening"])[:6, 0], arrays["train_labels"][:, 12])
+
+
 def test_medmnist_download_failure(tmp_path, monkeypatch):
     import medmnist.dataset
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -151,6 +152,61 @@ def test_dicom_empty_or_all_broken(tmp_path):
     with pytest.raises(CxrclError, match="none of the 1 DICOM files"):
         prepare("dicom", tmp_path / "bad", tmp_path / "out", size=8, progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+class _CountingReader:
+    """Wraps ``read_dicom``: counts the files decoded and raises KeyboardInterrupt at ``stop_at``."""
+
+    def __init__(self, real, stop_at: int | None = None):
+        self.real, self.stop_at, self.calls = real, stop_at, 0
+
+    def __call__(self, path, salt=None):
+        self.calls += 1
+        if self.stop_at is not None and self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.real(path, salt)
+
+
+def test_dicom_interrupted_prepare_resumes_byte_identical(dicom_tree, tmp_path, monkeypatch, caplog):
+    from cxrcl.data.prepared import EXTRAS_FILE, PROGRESS_FILE
+    from cxrcl.data.sources import common, dicom_dir
+
+    root, values = dicom_tree
+    n_files = len(dicom_dir.find_dicoms(root))
+    ref = prepare("dicom", root, tmp_path / "ref", size=16, progress=False)
+    monkeypatch.setattr(common, "CHECKPOINT_EVERY", 4)
+
+    # run 1: Ctrl-C while decoding file K + 1 (the first K include the 3 broken files)
+    k = 10
+    reader = _CountingReader(dicom_dir.read_dicom, stop_at=k + 1)
+    monkeypatch.setattr(dicom_dir, "read_dicom", reader)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        prepare("dicom", root, out, size=16, progress=False)
+    partial = tmp_path / ".out.partial"
+    state = json.loads((partial / PROGRESS_FILE).read_text())
+    assert not out.exists() and state["n_done"] == k and state["done"] == [[0, k]]
+    assert len(state["failed"]) == 3
+    # the header fields of the decoded rows (broken ones too) are kept for the rerun ...
+    extras = [json.loads(line) for line in (partial / EXTRAS_FILE).read_text().splitlines()]
+    assert sorted(row for row, _ in extras) == [i for i in range(k) if i != 2]  # broken/text.dcm: no header
+    # ... and nothing identifying is in the partial directory's records
+    unsalted = [hashlib.sha256(v.encode()).hexdigest()[:16] for v in ("MRN-0042-SECRET", "MRN-0099-OTHER")]
+    records = (partial / PROGRESS_FILE).read_text() + (partial / EXTRAS_FILE).read_text()
+    assert not sorted({v for v in values + unsalted if v and v in records})
+
+    # run 2: the same command decodes only the remaining files and gives the same bytes
+    reader = _CountingReader(reader.real)
+    monkeypatch.setattr(dicom_dir, "read_dicom", reader)
+    with caplog.at_level(logging.WARNING, logger="cxrcl.data"):
+        ds = prepare("dicom", root, out, size=16, progress=False)
+    assert reader.calls == n_files - k
+    assert any("resuming" in r.getMessage() and f"{k} of {n_files}" in r.getMessage() for r in caplog.records)
+    assert not partial.exists() and not (out / PROGRESS_FILE).exists() and not (out / EXTRAS_FILE).exists()
+    for name in ("images.npy", "meta.csv", "dataset.json"):
+        assert (out / name).read_bytes() == (ref.root / name).read_bytes(), name
+    assert len(ds) == len(ref) == 16
+    assert_no_leak(out, values + unsalted)
 
 
 # ----------------------------------------------------------------------------- RSNA

@@ -17,12 +17,8 @@ from PIL import Image
 
 from cxrcl.data.prepared import assign_patient_splits
 from cxrcl.data.sources import prepare
-from cxrcl.data.sources.chexpert import (
-    UNCERTAIN_ENV,
-    parse_chexpert_csv,
-    prepare_chexpert,
-    split_with_official_test,
-)
+from cxrcl.data.sources.chexpert import UNCERTAIN_ENV, parse_chexpert_csv, prepare_chexpert
+from cxrcl.data.sources.common import split_with_official_test
 from cxrcl.data.sources.covid import finding_labels, parse_covid_metadata
 from cxrcl.data.sources.mimic_cxr import LABELER_ENV, parse_mimic_cxr
 from cxrcl.data.sources.nih14 import LABEL_NAMES as NIH_LABELS

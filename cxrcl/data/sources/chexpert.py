@@ -47,13 +47,15 @@ import numpy as np
 import pandas as pd
 
 from cxrcl.data.labels import canonical
-from cxrcl.data.prepared import (
-    LABEL_PREFIX,
-    PreparedDataset,
-    assign_patient_splits,
-    parse_split_spec,
+from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
+from cxrcl.data.sources.common import (
+    apply_split,
+    finish,
+    order_columns,
+    read_table,
+    split_with_official_test,
+    write_decoded,
 )
-from cxrcl.data.sources.common import apply_split, finish, order_columns, write_decoded
 from cxrcl.errors import CxrclError
 
 # the 14 CheXpert observations, in the publisher's column order
@@ -95,21 +97,6 @@ def apply_uncertain(values: pd.Series, policy: str) -> pd.Series:
     return v.where(v.isin([0.0, 1.0])).astype("Float32")
 
 
-def read_table(path: Path, required: tuple[str, ...] = (), **kwargs) -> pd.DataFrame:
-    """Read a publisher CSV (.csv or .csv.gz); a parse error or missing column -> CxrclError."""
-    try:
-        df = pd.read_csv(path, low_memory=False, **kwargs)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as e:
-        raise CxrclError(f"{path} cannot be read as CSV ({str(e).strip().splitlines()[0]}); "
-                         "re-download it from the publisher") from None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise CxrclError(f"{path} lacks the column {missing[0]!r} (columns: "
-                         f"{', '.join(map(str, df.columns)) or 'none'}); use the publisher's "
-                         "unmodified file")
-    return df
-
-
 def map_observations(table: pd.DataFrame, policy: str, where: str) -> pd.DataFrame:
     """The 14 observation columns of ``table`` -> ``label_<canonical>`` columns (Float32, NaN)."""
     missing = [o for o in OBSERVATIONS if o not in table.columns]
@@ -149,19 +136,6 @@ def parse_chexpert_csv(path: str | Path, uncertain: str = "ignore", frontal_only
     if frontal_only and "Frontal/Lateral" in table.columns:
         meta = meta[table["Frontal/Lateral"].astype(str).str.lower() == "frontal"]
     return meta.reset_index(drop=True)
-
-
-def split_with_official_test(meta: pd.DataFrame, is_test: pd.Series, split: str, seed: int) -> None:
-    """``meta['split']``: rows in ``is_test`` -> test; the rest train/val by patient, in the
-    train:val ratio of ``split`` (``patient:0.7,0.1,0.2`` -> 7:1; ``source`` -> 7:1)."""
-    _, fr = parse_split_spec(split)
-    trval = fr[0] + fr[1]
-    inner = (fr[0] / trval, fr[1] / trval, 0.0) if trval > 0 else (1.0, 0.0, 0.0)
-    out = pd.Series("test", index=meta.index, dtype=object)
-    rest = ~is_test.to_numpy()
-    if rest.any():
-        out[rest] = assign_patient_splits(meta.loc[rest, "patient_id"].astype(str).tolist(), inner, seed)
-    meta["split"] = out.to_numpy()
 
 
 def find_chexpert_files(root: Path) -> tuple[Path, Path | None]:

@@ -14,6 +14,8 @@ as one warning line each (the first 20) and listed in ``dataset.json`` under ``s
 Decoding is resumable (:func:`write_decoded`): progress is recorded every
 :data:`CHECKPOINT_EVERY` images in ``.OUT.partial/progress.json``; a killed or interrupted
 preparation keeps its partial directory and the same command decodes only the missing images.
+A decoder may also return a mask and a few per-file values (:class:`Decoded`, e.g. DICOM header
+fields), which are kept across a resume too.
 
 Warnings go to the ``cxrcl.data`` logger (printed to stderr as bare lines when logging is not
 configured).
@@ -22,16 +24,18 @@ configured).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import multiprocessing
 import os
 import re
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -51,7 +55,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 RESERVED_COLUMNS = ("id", "patient_id", "split", "path", "index", "has_mask")
 MAX_WARNING_LINES = 20
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+                 "validation": "val", "validate": "val", "dev": "val", "test": "test",
+                 "testing": "test"}
 
 
 # ----------------------------------------------------------------------------- images
@@ -106,6 +111,24 @@ def load_grey(path: str | os.PathLike, size: int) -> np.ndarray:
         return pad_resize(to_grey(img), size)
 
 
+def index_files(dirs: Iterable[Path], extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                by_stem: bool = False) -> dict[str, Path]:
+    """File name (or stem, ``by_stem``) -> path of the first file with one of ``extensions`` (any
+    case) in ``dirs``, searched in order, not recursively; missing folders are passed over. One
+    ``os.scandir`` per folder, so it stays fast on folders of 100,000 files."""
+    found: dict[str, Path] = {}
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        with os.scandir(d) as it:
+            for e in it:
+                stem, ext = os.path.splitext(e.name)
+                key = stem if by_stem else e.name
+                if ext.lower() in extensions and key not in found:
+                    found[key] = Path(e.path)
+    return found
+
+
 def rgb_to_grey(images: np.ndarray) -> np.ndarray:
     """uint8 [..., 3] -> uint8 [...] with PIL's 'L' weights (ITU-R 601-2)."""
     a = images.astype(np.float32)
@@ -129,6 +152,31 @@ def _resize_job(args: tuple[np.ndarray, int]) -> np.ndarray:
 def resize_chunks(chunks: Iterable[np.ndarray], size: int, workers: int = 1) -> Iterator[np.ndarray]:
     """Resize a stream of uint8 [n, H, W] chunks, in order, with ``workers`` processes."""
     yield from ordered_map(_resize_job, ((c, size) for c in chunks), workers, max_pending=2 * workers)
+
+
+def write_chunks(out: Path, n: int, size: int, chunks: Iterable[np.ndarray], progress: bool, desc: str,
+                 masks: Callable[[int, int], np.ndarray] | None = None) -> PreparedWriter:
+    """Stream uint8 [k, size, size] ``chunks`` (rows 0..n-1, in order) into a new
+    :class:`PreparedWriter` at ``out``, with a progress bar; returns it, not finished.
+
+    ``masks(start, k)`` gives the uint8 [k, size, size] masks of rows ``start:start + k`` (the
+    writer then has ``masks.npy``). On any failure the partial directory is removed (array
+    sources are fast to redo and are not resumable).
+    """
+    writer = PreparedWriter(Path(out), n=n, size=size, with_masks=masks is not None)
+    bar = _progress(n, progress, desc)
+    try:
+        start = 0
+        for chunk in chunks:
+            writer.put_many(start, chunk, None if masks is None else masks(start, len(chunk)))
+            start += len(chunk)
+            bar.update(len(chunk))
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    return writer
 
 
 # ----------------------------------------------------------------------------- npz streaming
@@ -173,6 +221,21 @@ def iter_npz_rows(path: Path, key: str, chunk: int = 512) -> Iterator[np.ndarray
 
 
 # ----------------------------------------------------------------------------- metadata
+def read_table(path: Path, required: tuple[str, ...] = (), **kwargs) -> pd.DataFrame:
+    """Read a publisher CSV (.csv or .csv.gz); a parse error or missing column -> CxrclError."""
+    try:
+        df = pd.read_csv(path, low_memory=False, **kwargs)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as e:
+        raise CxrclError(f"{path} cannot be read as CSV ({str(e).strip().splitlines()[0]}); "
+                         "re-download it from the publisher") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise CxrclError(f"{path} lacks the column {missing[0]!r} (columns: "
+                         f"{', '.join(map(str, df.columns)) or 'none'}); use the publisher's "
+                         "unmodified file")
+    return df
+
+
 def clean_name(name: str) -> str:
     """A label/class name -> lower-case identifier: 'Pleural Effusion' -> 'pleural_effusion'."""
     s = re.sub(r"[^0-9a-zA-Z]+", "_", str(name)).strip("_").lower()
@@ -286,6 +349,19 @@ def apply_split(meta: pd.DataFrame, split: str, seed: int, where: str,
     return "patient"
 
 
+def split_with_official_test(meta: pd.DataFrame, is_test: pd.Series, split: str, seed: int) -> None:
+    """``meta['split']``: rows in ``is_test`` -> test; the rest train/val by patient, in the
+    train:val ratio of ``split`` (``patient:0.7,0.1,0.2`` -> 7:1; ``source`` -> 7:1)."""
+    _, fr = parse_split_spec(split)
+    trval = fr[0] + fr[1]
+    inner = (fr[0] / trval, fr[1] / trval, 0.0) if trval > 0 else (1.0, 0.0, 0.0)
+    out = pd.Series("test", index=meta.index, dtype=object)
+    rest = ~is_test.to_numpy()
+    if rest.any():
+        out[rest] = assign_patient_splits(meta.loc[rest, "patient_id"].astype(str).tolist(), inner, seed)
+    meta["split"] = out.to_numpy()
+
+
 def order_columns(meta: pd.DataFrame, text_cols: Sequence[str] = ()) -> pd.DataFrame:
     """id, patient_id, split, label_*, text columns, then everything else in source order."""
     first = [c for c in ("id", "patient_id", "split") if c in meta.columns]
@@ -354,38 +430,80 @@ def ordered_map(fn: Callable, tasks: Iterable, workers: int, max_pending: int | 
             yield result
 
 
-def _decode_job(job: tuple) -> tuple[int, np.ndarray | None, str | None]:
-    """``(i, path, size[, decode])`` -> ``(i, image or None, reason or None)``."""
-    i, path, size = job[:3]
-    decode = job[3] if len(job) > 3 and job[3] is not None else load_grey
+class Decoded(NamedTuple):
+    """What a ``decode`` function may return instead of a bare uint8 [size, size] image: the
+    image, its mask (uint8 0/1 [size, size], or None for an empty mask) and ``extra``, a small
+    JSON-able dict of per-file values (e.g. DICOM header fields) that :func:`write_decoded`
+    keeps in ``writer.extras`` by input row."""
+
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    extra: dict | None = None
+
+
+class DecodeFailure(Exception):  # noqa: N818 - a result of decoding more than an error
+    """Raised by a ``decode`` function: skip the file with ``reason`` but keep ``extra`` (what
+    could be read anyway, e.g. the patient of a DICOM whose pixels are broken)."""
+
+    def __init__(self, reason: str, extra: dict | None = None):
+        super().__init__(reason)
+        self.reason, self.extra = str(reason), extra
+
+
+def failure_reason(e: BaseException, path: str | os.PathLike | None = None) -> str:
+    """``Type: first line of the message`` (<= 200 characters) for the ``skipped`` list; with
+    ``path``, that path is shortened to its file name in the message (the list names the file)."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if path is not None:
+        msg = msg.replace(str(path), Path(path).name)
+    return f"{type(e).__name__}: {msg}"[:200].rstrip(": ")
+
+
+#: ``(index, image or None, reason or None, mask or None, extra or None)``
+DecodeResult = tuple[int, np.ndarray | None, str | None, np.ndarray | None, dict | None]
+
+
+def _decode_job(job: tuple) -> DecodeResult:
+    """``(i, path, size, decode[, arg])`` -> ``(i, image, reason, mask, extra)``."""
+    i, path, size, decode = job[:4]
+    if decode is None:
+        decode = load_grey  # looked up at call time (the tests wrap it)
     try:
-        return i, decode(path, size), None
+        out = decode(path, size, *job[4:])
     except FileNotFoundError:
-        return i, None, "file not found"
+        return i, None, "file not found", None, None
+    except DecodeFailure as e:
+        return i, None, e.reason, None, e.extra
     except Exception as e:  # noqa: BLE001 - any decoder failure means: skip this file
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return i, None, f"{type(e).__name__}: {msg}"[:200].rstrip(": ")
+        return i, None, failure_reason(e), None, None
+    if isinstance(out, Decoded):
+        return i, out.image, None, out.mask, out.extra
+    return i, out, None, None, None
 
 
-def _decode_chunk(jobs: list[tuple]) -> list[tuple[int, np.ndarray | None, str | None]]:
+def _decode_chunk(jobs: list[tuple]) -> list[DecodeResult]:
     return [_decode_job(job) for job in jobs]
 
 
 def decode_stream(paths: Sequence[str | os.PathLike], size: int, workers: int = 1,
                   progress: bool = True, desc: str = "decoding", *,
                   indices: Sequence[int] | np.ndarray | None = None,
-                  decode: Callable[[str, int], np.ndarray] | None = None
-                  ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-    """Yield ``(index, image or None, reason or None)`` in input order, decoding in a Pool.
+                  decode: Callable[..., np.ndarray | Decoded] | None = None,
+                  args: Sequence | None = None) -> Iterator[DecodeResult]:
+    """Yield ``(index, image, reason, mask, extra)`` in input order, decoding in a Pool.
 
-    ``indices``: decode only these rows of ``paths`` (default all; the progress bar starts at
-    the others). ``decode(path, size) -> uint8 [size, size]`` replaces :func:`load_grey` (e.g.
-    DICOM); it must be a module-level function when ``workers > 1``. Memory: at most
-    ``4 * workers`` chunks of a few images are in flight.
+    ``image`` is None for a file that failed (``reason`` says why); ``mask`` and ``extra`` are
+    None unless the decoder returns them. ``indices``: decode only these rows of ``paths``
+    (default all; the progress bar starts at the others). ``decode(path, size)`` returning a
+    uint8 [size, size] image or a :class:`Decoded` replaces :func:`load_grey` (e.g. DICOM);
+    with ``args`` (one picklable value per path) it is called as ``decode(path, size,
+    args[i])``. It may raise :class:`DecodeFailure` to skip a file and still return ``extra``.
+    It must pickle (a module-level function, or an instance of a module-level class) when
+    ``workers > 1``. Memory: at most ``4 * workers`` chunks of a few images are in flight.
     """
     idx = np.arange(len(paths)) if indices is None else np.asarray(indices, dtype=np.int64)
     bar = _progress(len(paths), progress, desc, initial=len(paths) - len(idx))
-    jobs = ((int(i), str(paths[i]), size, decode) for i in idx)
+    jobs = ((int(i), str(paths[i]), size, decode, *(() if args is None else (args[i],))) for i in idx)
     try:
         if workers <= 1 or len(idx) < 2:
             for job in jobs:
@@ -412,33 +530,48 @@ def _progress(total: int, enabled: bool, desc: str, initial: int = 0):
     return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not enabled, leave=False)
 
 
+def _sha256_lines(items: Iterable) -> str:
+    h = hashlib.sha256()
+    for item in items:
+        h.update(str(item).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 def decode_fingerprint(paths: Sequence[str | os.PathLike], size: int, root: Path | None = None,
-                       decode: Callable | None = None, extra: dict | None = None) -> dict:
+                       decode: Callable | None = None, extra: dict | None = None, *,
+                       args: Sequence | None = None,
+                       pre_skipped: Mapping[int, str] | None = None) -> dict:
     """What determines the decoded images: the ordered file list, the size and the decoder.
 
     The split (``--split``/``--seed``) and the metadata are recomputed on every run and do not
     change ``images.npy``, so they are not part of it; ``extra`` adds caller-specific fields.
+    Per-file decoder ``args`` (e.g. mask annotations) and ``pre_skipped`` rows are hashed in
+    when given.
     """
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(p).encode())
-        h.update(b"\0")
     if decode is None:
         name = f"{__name__}.load_grey"
     else:
         name = (f"{getattr(decode, '__module__', type(decode).__module__)}."
                 f"{getattr(decode, '__qualname__', type(decode).__qualname__)}")
-    return {"kind": "decoded_files", "decoder": name,
-            "decoder_version": DECODER_VERSION, "n": len(paths), "size": int(size),
-            "paths_sha256": h.hexdigest(), "root": None if root is None else str(Path(root).resolve()),
-            **(extra or {})}
+    fp = {"kind": "decoded_files", "decoder": name,
+          "decoder_version": DECODER_VERSION, "n": len(paths), "size": int(size),
+          "paths_sha256": _sha256_lines(paths), "root": None if root is None else str(Path(root).resolve())}
+    if args is not None:
+        fp["args_sha256"] = _sha256_lines(json.dumps(a, sort_keys=True, default=str) for a in args)
+    if pre_skipped:
+        fp["pre_skipped_sha256"] = _sha256_lines(f"{i}:{r}" for i, r in sorted(pre_skipped.items()))
+    return {**fp, **(extra or {})}
 
 
 def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, workers: int,
                   progress: bool, root: Path | None = None, *, resume: bool = True,
-                  decode: Callable[[str, int], np.ndarray] | None = None,
+                  decode: Callable[..., np.ndarray | Decoded] | None = None,
                   fingerprint: dict | None = None, checkpoint_every: int | None = None,
                   on_image: Callable[[int, int], None] | None = None,
+                  with_masks: bool = False, args: Sequence | None = None,
+                  pre_skipped: Mapping[int, str] | None = None,
+                  names: Sequence[str] | None = None, what: str = "image",
                   ) -> tuple[PreparedWriter, list[int], list[dict]]:
     """Decode ``paths`` straight into a :class:`PreparedWriter` at ``out``, resumably.
 
@@ -446,6 +579,15 @@ def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, work
     the ``skipped`` list ``[{file, reason}]``. Image ``i`` goes to row ``i``; if some files fail,
     the rows are compacted at the end (one streamed copy, only in that case). All failing ->
     :class:`CxrclError`.
+
+    ``decode``/``args``: see :func:`decode_stream`. With ``with_masks`` the writer has
+    ``masks.npy`` and the decoder's :class:`Decoded` masks go into it (none = an empty mask).
+    The decoder's ``extra`` values (also those of files that failed with a
+    :class:`DecodeFailure`) are in ``writer.extras`` by input row, resumed runs included.
+    ``pre_skipped`` maps rows to a reason for files known to be unusable before decoding (e.g.
+    a malformed annotation): they are not read and are listed like the others. ``names`` are
+    the file names shown in the ``skipped`` list and the warnings (default: the paths,
+    relative to ``root``); ``what`` names the files in messages (e.g. ``"DICOM"``).
 
     Resuming (``resume=True``, the default): progress is recorded in ``.OUT.partial/progress.json``
     every ``checkpoint_every`` images (default :data:`CHECKPOINT_EVERY`, fewer above 512 px),
@@ -459,26 +601,39 @@ def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, work
     n = len(paths)
     if n == 0:
         raise CxrclError(f"no images to prepare for {out}")
-    fp = decode_fingerprint(paths, size, root, decode, fingerprint)
+    pre_skipped = dict(pre_skipped or {})
+    fp = decode_fingerprint(paths, size, root, decode, fingerprint, args=args, pre_skipped=pre_skipped)
     if checkpoint_every is None:  # 256 images, fewer for big images (<= ~64 MiB between flushes)
         checkpoint_every = min(CHECKPOINT_EVERY, max(16, (64 << 20) // (size * size)))
-    writer = PreparedWriter(out, n=n, size=size, resume=resume, fingerprint=fp,
+    writer = PreparedWriter(out, n=n, size=size, with_masks=with_masks, resume=resume, fingerprint=fp,
                             checkpoint_every=checkpoint_every)
+
+    def display(i: int) -> str:
+        return str(names[i]) if names is not None else _display(paths[i], root)
+
     warned = 0
+
+    def skip(i: int, reason: str, extra: dict | None = None) -> None:
+        nonlocal warned
+        writer.skip(i, reason, extra)
+        warned += 1
+        if warned <= MAX_WARNING_LINES:
+            log.warning("skipped %s: %s", display(i), reason)
+
     try:
         if not writer.compacted:
+            for i in sorted(pre_skipped):
+                if not writer.done[i]:
+                    skip(i, pre_skipped[i])
             todo = writer.pending()
             done = n - len(todo)
-            stream = decode_stream(paths, size, workers, progress, indices=todo, decode=decode)
+            stream = decode_stream(paths, size, workers, progress, indices=todo, decode=decode, args=args)
             with closing(stream):  # stops the pool at once if the loop is left by an exception
-                for i, img, reason in stream:
+                for i, img, reason, mask, extra in stream:
                     if img is None:
-                        writer.skip(i, reason)
-                        warned += 1
-                        if warned <= MAX_WARNING_LINES:
-                            log.warning("skipped %s: %s", _display(paths[i], root), reason)
+                        skip(i, reason, extra)
                     else:
-                        writer.put(i, img)
+                        writer.put(i, img, mask, extra)
                     done += 1
                     if on_image is not None:
                         on_image(done, n)
@@ -492,15 +647,16 @@ def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, work
     if warned > MAX_WARNING_LINES:
         log.warning("skipped %d more files (all listed in dataset.json 'skipped')", warned - MAX_WARNING_LINES)
     failed = writer.failed
-    skipped = [{"file": _display(paths[i], root), "reason": failed[i]} for i in sorted(failed)]
+    skipped = [{"file": display(i), "reason": failed[i]} for i in sorted(failed)]
     kept = [i for i in range(n) if i not in failed] if failed else list(range(n))
     if not kept:
         writer.abort()
         reasons = sorted({s["reason"] for s in skipped})
-        raise CxrclError(f"none of the {n} image files for {out} could be read "
+        raise CxrclError(f"none of the {n} {what} files for {out} could be read "
                          f"(e.g. {skipped[0]['file']}: {reasons[0]}); check the input paths and files")
     if skipped:
-        log.warning("%d of %d files skipped (unreadable or missing)", len(skipped), n)
+        log.warning("%d of %d files skipped (unreadable or missing%s)", len(skipped), n,
+                    ", or with a malformed annotation" if pre_skipped else "")
         if not writer.compacted:
             try:
                 writer.compact(kept)
@@ -530,6 +686,22 @@ def _display(path, root: Path | None) -> str:
     return str(p)
 
 
+@contextmanager
+def keep_or_abort(writer: PreparedWriter) -> Iterator[PreparedWriter]:
+    """Around work between decoding and :func:`finish` (e.g. metadata from the decoded rows):
+    a :class:`CxrclError` removes the partial directory; an interruption keeps it when the
+    writer is resumable (its decoded rows are on disk), like :func:`finish`."""
+    try:
+        yield writer
+    except CxrclError:
+        writer.abort()
+        raise
+    except BaseException:
+        if not writer.tracking:
+            writer.abort()
+        raise
+
+
 def finish(writer: PreparedWriter, meta: pd.DataFrame, **kwargs):
     """``writer.finish`` that removes the partial directory if it fails.
 
@@ -537,12 +709,5 @@ def finish(writer: PreparedWriter, meta: pd.DataFrame, **kwargs):
     is an interruption rather than a :class:`CxrclError` (e.g. Ctrl-C while hashing), so that a
     rerun does not decode again.
     """
-    try:
+    with keep_or_abort(writer):
         return writer.finish(meta, **kwargs)
-    except CxrclError:
-        writer.abort()
-        raise
-    except BaseException:
-        if not getattr(writer, "tracking", False):
-            writer.abort()
-        raise

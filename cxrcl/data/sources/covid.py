@@ -45,12 +45,12 @@ import pandas as pd
 
 from cxrcl.data.labels import canonical
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.chexpert import read_table
 from cxrcl.data.sources.common import (
     apply_split,
     finish,
     log,
     order_columns,
+    read_table,
     unique_ids,
     write_decoded,
 )

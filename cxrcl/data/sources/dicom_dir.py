@@ -19,18 +19,21 @@ kept (``id``, ``file``), so do not name files after patients. Decoding runs in `
 processes and streams into the writer; the split is computed after decoding over every listed
 file (patients come from the headers), so a file whose pixels fail to decode does not move other
 patients. Broken files are skipped, logged (first 20) and listed in ``dataset.json`` under
-``skipped``.
+``skipped``. Preparation is resumable like every file-based source: a killed run keeps
+``.OUT.partial`` (the decoded rows, and the safe header fields of those rows in
+``extras.jsonl``) and the same command decodes only the remaining files.
 
-This module also holds the DICOM streaming path used by the ``rsna`` and ``siim`` sources
-(:func:`write_dicoms`): the DICOM counterpart of
-:func:`cxrcl.data.sources.common.write_decoded`, with per-file header fields and masks.
+This module also holds the DICOM decoder used by the ``rsna`` and ``siim`` sources
+(:class:`DicomDecoder`, :func:`write_dicoms`): it plugs DICOM decoding, header fields and masks
+into :func:`cxrcl.data.sources.common.write_decoded`.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +43,17 @@ from cxrcl.data.dicom import DEFAULT_SALT, HEADER_FIELDS, dicom_salt, read_dicom
 from cxrcl.data.labels import canonical
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset, PreparedWriter
 from cxrcl.data.sources.common import (
-    MAX_WARNING_LINES,
+    Decoded,
+    DecodeFailure,
     apply_split,
     check_label_values,
+    failure_reason,
     finish,
+    keep_or_abort,
     log,
     order_columns,
     pad_resize,
+    write_decoded,
 )
 from cxrcl.errors import CxrclError
 
@@ -80,145 +87,69 @@ def find_dicoms(root: Path) -> list[Path]:
     return sorted(found)
 
 
-# ----------------------------------------------------------------------------- streaming decode
-def _reason(e: BaseException, path: str) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    msg = msg.replace(path, Path(path).name)  # the skipped list already names the file
-    return f"{type(e).__name__}: {msg}"[:200].rstrip(": ")
+# ----------------------------------------------------------------------------- decoding
+@dataclass(frozen=True)
+class DicomDecoder:
+    """``decode`` for :func:`~cxrcl.data.sources.common.write_decoded`: one DICOM -> a
+    :class:`~cxrcl.data.sources.common.Decoded` with the image, the mask (when ``mask_fn``) and
+    the safe header fields as ``extra``.
 
-
-def _dicom_job(job: tuple) -> tuple[int, np.ndarray | None, np.ndarray | None, dict | None, str | None]:
-    """Worker: decode one DICOM (+ its mask) -> (index, image, mask, header, reason)."""
-    i, path, size, salt, mask_fn, mask_arg = job
-    header = None
-    try:
-        image, header = read_dicom(path, salt)
-        mask = None
-        if mask_fn is not None:
-            mask = pad_resize(np.asarray(mask_fn(mask_arg, image.shape), dtype=np.uint8), size, nearest=True)
-        return i, pad_resize(image, size), mask, header, None
-    except FileNotFoundError:
-        return i, None, None, None, "file not found"
-    except Exception as e:  # noqa: BLE001 - any decoder failure means: skip this file
-        if header is None:
-            try:
-                header = read_header(path, salt)  # the patient is still known for the split
-            except Exception:  # noqa: BLE001
-                header = None
-        return i, None, None, header, _reason(e, path)
-
-
-def stream_dicoms(paths: Sequence[str | os.PathLike], size: int, workers: int = 1, progress: bool = True,
-                  salt: str | None = None, mask_fn: MaskFn | None = None,
-                  mask_args: Sequence | None = None, desc: str = "decoding DICOM") -> Iterator[tuple]:
-    """Yield ``(index, image, mask, header, reason)`` in input order, decoding in a Pool.
-
-    ``mask_fn(mask_args[i], (H, W))`` (a module-level function, so that it pickles) returns the
-    uint8 0/1 mask of file ``i`` on the image's own grid; it is padded and resized like the image.
+    ``mask_fn(arg, (H, W))`` (module level, so that it pickles) returns the uint8 0/1 mask of a
+    file on the image's own grid, from the file's ``args`` entry; it is padded and resized like
+    the image (nearest neighbour). A file whose pixels or mask fail raises
+    :class:`~cxrcl.data.sources.common.DecodeFailure` with the header when it can still be
+    read, so that its patient is known for the split.
     """
-    from tqdm.auto import tqdm
 
-    salt = dicom_salt() if salt is None else salt
-    jobs = [(i, str(p), size, salt, mask_fn, None if mask_args is None else mask_args[i])
-            for i, p in enumerate(paths)]
-    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, leave=False)
-    try:
-        if workers <= 1 or len(jobs) < 2:
-            for job in jobs:
-                yield _dicom_job(job)
-                bar.update(1)
-        else:
-            chunk = max(1, min(16, len(jobs) // (workers * 8)))
-            with multiprocessing.Pool(workers) as pool:
-                for result in pool.imap(_dicom_job, jobs, chunksize=chunk):
-                    yield result
-                    bar.update(1)
-    finally:
-        bar.close()
+    salt: str
+    mask_fn: MaskFn | None = None
+
+    def __call__(self, path: str, size: int, arg=None) -> Decoded:
+        header = None
+        try:
+            image, header = read_dicom(path, self.salt)
+            mask = None
+            if self.mask_fn is not None:
+                mask = pad_resize(np.asarray(self.mask_fn(arg, image.shape), dtype=np.uint8), size, nearest=True)
+            return Decoded(pad_resize(image, size), mask, header)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any decoder failure means: skip this file
+            if header is None:
+                try:
+                    header = read_header(path, self.salt)  # the patient is still known for the split
+                except Exception:  # noqa: BLE001
+                    header = None
+            raise DecodeFailure(failure_reason(e, path), header) from None
+
+
+def salt_id(salt: str) -> str:
+    """Which salt a resumable job used, for its fingerprint (a hash: never the salt itself)."""
+    return hashlib.sha256(f"cxrcl-dicom-salt:{salt}".encode()).hexdigest()[:16]
 
 
 def write_dicoms(out: Path, paths: Sequence[str | os.PathLike], size: int, workers: int, progress: bool,
                  names: Sequence[str] | None = None, salt: str | None = None,
                  mask_fn: MaskFn | None = None, mask_args: Sequence | None = None,
-                 pre_skipped: dict[int, str] | None = None,
+                 pre_skipped: Mapping[int, str] | None = None,
                  ) -> tuple[PreparedWriter, list[int], list[dict], list[dict | None]]:
-    """Decode DICOM ``paths`` straight into a new :class:`PreparedWriter` at ``out``.
+    """:func:`~cxrcl.data.sources.common.write_decoded` with a :class:`DicomDecoder`: resumable,
+    bounded memory, masks iff ``mask_fn`` (from ``mask_args[i]``).
 
-    ``names`` are the file names shown in the ``skipped`` list (default: the paths);
-    ``pre_skipped`` maps indices to a reason for files known to be unusable before decoding
-    (e.g. a malformed mask annotation): they are not read and are listed like the others.
-    Returns the writer (not finished; with masks iff ``mask_fn``), the decoded indices in order,
-    the ``skipped`` list ``[{file, reason}]`` and the header of every path (None when the header
-    could not be read). If some files fail, the written rows are compacted into a writer of the
-    right length. All failing -> :class:`CxrclError`.
+    ``names``, ``pre_skipped``: as in ``write_decoded``. Returns the writer (not finished), the
+    decoded indices in order, the ``skipped`` list ``[{file, reason}]`` and the header of every
+    path (None when it could not be read), those of a resumed run's earlier rows included.
     """
-    out = Path(out)
-    n = len(paths)
-    if n == 0:
-        raise CxrclError(f"no DICOM files to prepare for {out}")
-    names = [str(p) for p in paths] if names is None else list(names)
-    pre_skipped = dict(pre_skipped or {})
-    todo = [i for i in range(n) if i not in pre_skipped]
-    writer = PreparedWriter(out, n=n, size=size, with_masks=mask_fn is not None)
-    kept: list[int] = []
-    failed: dict[int, str] = dict(pre_skipped)
-    headers: list[dict | None] = [None] * n
-    try:
-        stream = stream_dicoms([paths[i] for i in todo], size, workers, progress, salt, mask_fn,
-                               None if mask_args is None else [mask_args[i] for i in todo])
-        for j, img, mask, header, reason in stream:
-            i = todo[j]
-            headers[i] = header
-            if img is None:
-                failed[i] = reason or "unreadable"
-                continue
-            writer.put(len(kept), img, mask)
-            kept.append(i)
-    except BaseException:
-        writer.abort()
-        raise
-    skipped = [{"file": names[i], "reason": failed[i]} for i in sorted(failed)]
-    for s in skipped[:MAX_WARNING_LINES]:
-        log.warning("skipped %s: %s", s["file"], s["reason"])
-    if len(skipped) > MAX_WARNING_LINES:
-        log.warning("skipped %d more files (all listed in dataset.json 'skipped')",
-                    len(skipped) - MAX_WARNING_LINES)
-    if not kept:
-        writer.abort()
-        raise CxrclError(f"none of the {n} DICOM files for {out} could be used (e.g. {skipped[0]['file']}: "
-                         f"{skipped[0]['reason']}); check the input paths and files")
-    if skipped:
-        log.warning("%d of %d files skipped (unreadable, missing or with a malformed annotation)",
-                    len(skipped), n)
-        writer = _compact(writer, out, len(kept), size)
+    salt = dicom_salt() if salt is None else salt
+    fingerprint = {"salt": salt_id(salt), "mask_fn": None if mask_fn is None else
+                   f"{mask_fn.__module__}.{mask_fn.__qualname__}"}
+    writer, kept, skipped = write_decoded(
+        Path(out), paths, size, workers, progress, decode=DicomDecoder(salt, mask_fn),
+        fingerprint=fingerprint, with_masks=mask_fn is not None,
+        args=None if mask_fn is None else mask_args, pre_skipped=pre_skipped,
+        names=names, what="DICOM")
+    headers = [writer.extras.get(i) for i in range(len(paths))]
     return writer, kept, skipped, headers
-
-
-def _compact(writer: PreparedWriter, out: Path, n: int, size: int) -> PreparedWriter:
-    """Copy the first ``n`` rows (images and masks) of ``writer`` into a new writer of length ``n``."""
-    sides = {}
-    writer.images.flush()
-    writer.images = None  # close the mappings before moving the files
-    with_masks = writer.masks is not None
-    if with_masks:
-        writer.masks.flush()
-        writer.masks = None
-    for name in ("images", "masks") if with_masks else ("images",):
-        sides[name] = out.with_name(f".{out.name}.decoded-{name}.npy")
-        os.replace(writer.tmp / f"{name}.npy", sides[name])
-    writer.abort()
-    try:
-        imgs = np.load(sides["images"], mmap_mode="r")
-        masks = np.load(sides["masks"], mmap_mode="r") if with_masks else None
-        new = PreparedWriter(out, n=n, size=size, with_masks=with_masks)
-        for s in range(0, n, 1024):
-            e = min(n, s + 1024)
-            new.put_many(s, np.asarray(imgs[s:e]), None if masks is None else np.asarray(masks[s:e]))
-        del imgs, masks
-    finally:
-        for p in sides.values():
-            p.unlink(missing_ok=True)
-    return new
 
 
 def header_frame(headers: Sequence[dict | None], index: pd.Index | None = None) -> pd.DataFrame:
@@ -321,16 +252,13 @@ def prepare_dicom(input: str | Path, out: str | Path, size: int = 128, split: st
     salt = dicom_salt()
     writer, kept, skipped, headers = write_dicoms(Path(out), files, size, workers, progress,
                                                   names=rel.tolist(), salt=salt)
-    try:
+    with keep_or_abort(writer):
         meta["patient_id"], _ = patient_keys(headers, meta["id"])
         missing = sum(not (headers[i] or {}).get("patient_key") for i in kept)
         if missing:
             log.warning("%s: %d files have no PatientID: each is its own patient", root, missing)
         meta = pd.concat([meta, header_frame(headers, meta.index)], axis=1)
         method = apply_split(meta, split, seed, str(labels_path if "split" in meta.columns else root))
-    except BaseException:
-        writer.abort()
-        raise
     meta = order_columns(meta.iloc[kept].reset_index(drop=True))
     extra = {"input": str(root.resolve()), "labels_csv": labels_path.exists(),
              "patient_ids": "sha256(salt + DICOM PatientID)[:16]",

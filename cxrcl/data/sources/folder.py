@@ -3,7 +3,7 @@
 Our choices: every class folder becomes one 0/1 label column ``label_<class>`` (names lower-cased,
 non-alphanumerics -> ``_``); a class named ``normal`` or ``no_finding`` is kept as a label like any
 other. When the top-level folders are all split names (``train``/``val``/``test``, also
-``valid``/``validation``/``dev``/``training``/``testing``) as in the Kermany layout
+``valid``/``validation``/``validate``/``dev``/``training``/``testing``) as in the Kermany layout
 ``chest_xray/train/NORMAL``, the classes are read one level down and that split is kept as-is
 (split method ``source``). Image ids are the path relative to INPUT without extension. Patient
 id = file stem, unless ``INPUT/patients.csv`` with columns ``file`` (path relative to INPUT, or a

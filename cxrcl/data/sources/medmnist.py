@@ -11,6 +11,10 @@ Our choices: the official split is kept (split method ``source``; ``--split``/``
 ignored). Label columns: when the file name matches a known flag, names come from medmnist's
 ``INFO``: binary tasks give one column for the positive class (pneumoniamnist: ``pneumonia``),
 multi-class and ordinal tasks one 0/1 column per class, multi-label tasks one column per label.
+The chest X-ray sets (ChestMNIST, PneumoniaMNIST) name their labels in the shared vocabulary
+(:func:`cxrcl.data.labels.canonical`; ChestMNIST's ``pleural`` is NIH ChestX-ray14's
+``Pleural_Thickening`` -> ``pleural_thickening``); the other sets are not chest radiographs and
+keep their own class names in lower snake case (OCTMNIST's ``normal`` stays ``normal``).
 Unknown files get ``class_<k>`` names by the same rules (two classes -> one column ``class_1``).
 Ids are ``<split>_<row:06d>`` (e.g. ``train_000012``). MedMNIST has no patient ids, so
 ``patient_id`` = ``id`` (the publisher's split is assumed patient-disjoint). Colour sets are
@@ -28,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrcl.data.prepared import LABEL_PREFIX, SPLITS, PreparedDataset, PreparedWriter
+from cxrcl.data.labels import canonical
+from cxrcl.data.prepared import LABEL_PREFIX, SPLITS, PreparedDataset
 from cxrcl.data.sources.common import (
     clean_name,
     finish,
@@ -37,12 +42,19 @@ from cxrcl.data.sources.common import (
     npz_keys,
     resize_chunks,
     rgb_to_grey,
+    write_chunks,
 )
 from cxrcl.errors import CxrclError
 
 FLAG_RE = re.compile(r"^([a-z]+mnist(?:3d)?)(?:_(\d+))?$")
 SIZES = (28, 64, 128, 224)
 CHUNK = 1024
+#: the chest X-ray sets, whose labels map onto the shared vocabulary, with MedMNIST's own
+#: spellings that :func:`canonical` does not know (ChestMNIST comes from NIH ChestX-ray14)
+CXR_ALIASES: dict[str, dict[str, str]] = {
+    "chestmnist": {"pleural": "pleural_thickening"},
+    "pneumoniamnist": {},
+}
 
 
 def cache_dir() -> Path:
@@ -136,6 +148,14 @@ def resolve_input(input: str | Path, size: int) -> Path:
                      f"a MedMNIST .npz or one of: {known}")
 
 
+def label_name(name: str, flag: str | None) -> str:
+    """A MedMNIST class name -> the label name (see the module docstring)."""
+    if flag in CXR_ALIASES:
+        key = str(name).strip().lower()
+        return canonical(CXR_ALIASES[flag].get(key, key))
+    return clean_name(name)
+
+
 def _label_columns(labels: np.ndarray, flag: str | None, where: str) -> pd.DataFrame:
     """[N, L] integer labels -> DataFrame of label_<name> 0/1 columns (see module docstring)."""
     info = _info().get(flag, {}) if flag else {}
@@ -150,14 +170,14 @@ def _label_columns(labels: np.ndarray, flag: str | None, where: str) -> pd.DataF
         else:
             task = "binary-class" if set(np.unique(labels).tolist()) <= {0, 1} else "multi-class"
     if task == "multi-label, binary-class":
-        cols = {clean_name(names.get(j, f"class_{j}")): labels[:, j] for j in range(labels.shape[1])}
+        cols = {label_name(names.get(j, f"class_{j}"), flag): labels[:, j] for j in range(labels.shape[1])}
     elif labels.shape[1] != 1:
         raise CxrclError(f"{where}: labels have shape {list(labels.shape)}; expected [N, 1] for a {task} task")
     elif task == "binary-class":
-        cols = {clean_name(names.get(1, "class_1")): (labels[:, 0] == 1)}
+        cols = {label_name(names.get(1, "class_1"), flag): (labels[:, 0] == 1)}
     else:
         k = max(len(names), int(labels.max()) + 1 if labels.size else 0)
-        cols = {clean_name(names.get(c, f"class_{c}")): (labels[:, 0] == c) for c in range(k)}
+        cols = {label_name(names.get(c, f"class_{c}"), flag): (labels[:, 0] == c) for c in range(k)}
     return pd.DataFrame({LABEL_PREFIX + n: np.asarray(v).astype(np.int8) for n, v in cols.items()})
 
 
@@ -197,20 +217,8 @@ def prepare_medmnist(input: str | Path, out: str | Path, size: int = 128, split:
         for chunk in iter_npz_rows(path, key, CHUNK):
             yield rgb_to_grey(chunk) if chunk.ndim == 4 and chunk.shape[3] == 3 else chunk.reshape(chunk.shape[:3])
 
-    from tqdm.auto import tqdm
-    writer = PreparedWriter(Path(out), n=n, size=size)
-    try:
-        bar = tqdm(total=n, desc=f"medmnist {path.name}", unit="img", disable=not progress, leave=False)
-        start = 0
-        for s in SPLITS:
-            for chunk in resize_chunks(grey_chunks(f"{s}_images"), size, workers):
-                writer.put_many(start, chunk)
-                start += len(chunk)
-                bar.update(len(chunk))
-        bar.close()
-    except BaseException:
-        writer.abort()
-        raise
+    chunks = (c for s in SPLITS for c in resize_chunks(grey_chunks(f"{s}_images"), size, workers))
+    writer = write_chunks(Path(out), n, size, chunks, progress, f"medmnist {path.name}")
     extra = {"input": str(path.resolve()), "medmnist_flag": flag, "patient_ids": "per_image",
              "native_size": int(shapes["train"][1])}
     return finish(writer, meta, source="medmnist", label_names=label_names, text_columns=[],

@@ -43,13 +43,16 @@ from pathlib import Path
 import pandas as pd
 
 from cxrcl.data.prepared import PreparedDataset
-from cxrcl.data.sources.chexpert import (
-    LABEL_NAMES,
-    map_observations,
+from cxrcl.data.sources.chexpert import LABEL_NAMES, map_observations, uncertain_policy
+from cxrcl.data.sources.common import (
+    SPLIT_ALIASES,
+    apply_split,
+    finish,
+    log,
+    order_columns,
     read_table,
-    uncertain_policy,
+    write_decoded,
 )
-from cxrcl.data.sources.common import apply_split, finish, log, order_columns, write_decoded
 from cxrcl.errors import CxrclError
 from cxrcl.text.sections import extract_sections
 
@@ -119,8 +122,8 @@ def parse_mimic_cxr(root: str | Path, labeler: str | None = "chexpert",
     spath = find_file(root, "split", required=False)
     if spath is not None:
         splits = read_table(spath, ("dicom_id", "split"), dtype={"dicom_id": str, "split": str})
-        by_dicom = dict(zip(splits["dicom_id"].str.strip(),
-                            splits["split"].str.strip().str.lower().replace({"validate": "val"}), strict=True))
+        values = splits["split"].str.strip().str.lower().replace(SPLIT_ALIASES)  # validate -> val
+        by_dicom = dict(zip(splits["dicom_id"].str.strip(), values, strict=True))
         meta["split"] = meta["id"].map(by_dicom)
         missing = int(meta["split"].isna().sum())
         if missing:

@@ -38,7 +38,6 @@ Our choices:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +46,16 @@ from PIL import Image
 
 from cxrcl.data.labels import canonical
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.chexpert import read_table, split_with_official_test
-from cxrcl.data.sources.common import apply_split, finish, log, order_columns, write_decoded
+from cxrcl.data.sources.common import (
+    apply_split,
+    finish,
+    index_files,
+    log,
+    order_columns,
+    read_table,
+    split_with_official_test,
+    write_decoded,
+)
 from cxrcl.errors import CxrclError
 
 FINDINGS = (
@@ -163,15 +170,7 @@ def find_entry_file(root: Path) -> Path:
 def index_images(root: Path) -> dict[str, Path]:
     """File name -> path for ``images/*.png`` and ``images_*/images/*.png`` (and ``images_*/*.png``)."""
     dirs = [root / "images"] + sorted(root.glob("images_*/images")) + sorted(root.glob("images_*"))
-    found: dict[str, Path] = {}
-    for d in dirs:
-        if not d.is_dir():
-            continue
-        with os.scandir(d) as it:
-            for e in it:
-                if e.name.lower().endswith(".png") and e.name not in found:
-                    found[e.name] = Path(e.path)
-    return found
+    return index_files(dirs, (".png",))
 
 
 def _png_size(path: Path) -> tuple[int, int] | None:

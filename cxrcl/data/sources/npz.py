@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset, PreparedWriter
+from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
 from cxrcl.data.sources.common import (
     apply_split,
     check_label_values,
@@ -41,6 +41,7 @@ from cxrcl.data.sources.common import (
     resize_chunks,
     resize_stack,
     unique_ids,
+    write_chunks,
 )
 from cxrcl.errors import CxrclError
 
@@ -161,24 +162,14 @@ def prepare_npz(input: str | Path, out: str | Path, size: int = 128, split: str 
         meta["has_mask"] = (mask_row >= 0).astype(int)
         masks = resize_stack(masks, size, nearest=True) if len(masks) else np.zeros((0, size, size), np.uint8)
 
-    from tqdm.auto import tqdm
-    writer = PreparedWriter(Path(out), n=n, size=size, with_masks=masks is not None)
-    try:
-        bar = tqdm(total=n, desc=f"npz {chosen.name}", unit="img", disable=not progress, leave=False)
-        start = 0
-        for chunk in resize_chunks(iter_npz_rows(chosen, "images", CHUNK), size, workers):
-            chunk_masks = None
-            if masks is not None:
-                rows = mask_row[start:start + len(chunk)]
-                chunk_masks = np.zeros((len(chunk), size, size), dtype=np.uint8)
-                chunk_masks[rows >= 0] = masks[rows[rows >= 0]]
-            writer.put_many(start, chunk, chunk_masks)
-            start += len(chunk)
-            bar.update(len(chunk))
-        bar.close()
-    except BaseException:
-        writer.abort()
-        raise
+    def chunk_masks(start: int, k: int) -> np.ndarray:
+        rows = mask_row[start:start + k]
+        block = np.zeros((k, size, size), dtype=np.uint8)
+        block[rows >= 0] = masks[rows[rows >= 0]]
+        return block
+
+    writer = write_chunks(Path(out), n, size, resize_chunks(iter_npz_rows(chosen, "images", CHUNK), size, workers),
+                          progress, f"npz {chosen.name}", masks=None if masks is None else chunk_masks)
     meta = order_columns(meta, text_cols)
     extra = {"input": str(root.resolve()), "image_file": chosen.name, "patient_ids": patient_ids}
     if mask_file is not None:

@@ -40,7 +40,6 @@ Our choices:
 
 from __future__ import annotations
 
-import os
 import tarfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -51,9 +50,10 @@ import pandas as pd
 
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
 from cxrcl.data.sources.common import (
-    IMAGE_EXTENSIONS,
     apply_split,
     finish,
+    index_files,
+    keep_or_abort,
     log,
     order_columns,
     write_decoded,
@@ -246,16 +246,7 @@ def find_reports(root: Path) -> Path:
 
 def index_images(root: Path) -> dict[str, Path]:
     """Image id -> file for ``NLMCXR_png/``, ``images/``, ``png/`` and INPUT itself."""
-    found: dict[str, Path] = {}
-    for d in (root / "NLMCXR_png", root / "images", root / "png", root):
-        if not d.is_dir():
-            continue
-        with os.scandir(d) as it:
-            for e in it:
-                stem, ext = os.path.splitext(e.name)
-                if ext.lower() in IMAGE_EXTENSIONS and stem not in found:
-                    found[stem] = Path(e.path)
-    return found
+    return index_files((root / "NLMCXR_png", root / "images", root / "png", root), by_stem=True)
 
 
 def prepare_openi(input: str | Path, out: str | Path, size: int = 128,
@@ -281,11 +272,8 @@ def prepare_openi(input: str | Path, out: str | Path, size: int = 128,
     files = [images.get(i, folder / f"{i}.png") for i in meta["id"]]
     writer, kept, skipped = write_decoded(Path(out), files, size, workers, progress, root=root)
     meta = order_columns(meta.iloc[kept].reset_index(drop=True), TEXT_COLUMNS)
-    try:
+    with keep_or_abort(writer):
         reports.to_csv(writer.tmp / "reports.csv", index=False)
-    except BaseException:
-        writer.abort()
-        raise
     label_names = list(LABEL_NAMES)
     extra = {
         "input": str(root.resolve()), "reports_file": "reports.csv",

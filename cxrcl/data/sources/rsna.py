@@ -51,7 +51,7 @@ import pandas as pd
 
 from cxrcl.data.dicom import dicom_salt
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import apply_split, finish, log, order_columns
+from cxrcl.data.sources.common import apply_split, finish, keep_or_abort, log, order_columns
 from cxrcl.data.sources.dicom_dir import header_frame, salt_note, write_dicoms
 from cxrcl.errors import CxrclError
 
@@ -235,7 +235,7 @@ def prepare_rsna(input: str | Path, out: str | Path, size: int = 128, split: str
     writer, kept, skipped, headers = write_dicoms(Path(out), paths, size, workers, progress, names=names,
                                                   salt=salt, mask_fn=box_mask,
                                                   mask_args=table["boxes"].tolist())
-    try:
+    with keep_or_abort(writer):
         hdr = header_frame(headers, meta.index)
         meta = pd.concat([meta, hdr], axis=1)
         meta["boxes"] = [
@@ -243,9 +243,6 @@ def prepare_rsna(input: str | Path, out: str | Path, size: int = 128, split: str
             for b, h, w in zip(table["boxes"], hdr["height"], hdr["width"], strict=True)]
         meta["has_mask"] = 1
         meta = order_columns(meta.iloc[kept].reset_index(drop=True))
-    except BaseException:
-        writer.abort()
-        raise
     n_pos = int(meta[LABEL_PREFIX + "pneumonia"].sum())
     extra = {"input": str(root.resolve()), "labels_file": labels_path.name,
              "class_file": class_path.name if class_path is not None else None,

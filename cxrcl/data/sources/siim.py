@@ -53,7 +53,7 @@ from PIL import Image
 
 from cxrcl.data.dicom import dicom_salt
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import apply_split, finish, log, order_columns
+from cxrcl.data.sources.common import apply_split, finish, keep_or_abort, log, order_columns
 from cxrcl.data.sources.dicom_dir import (
     find_dicoms,
     header_frame,
@@ -210,7 +210,7 @@ def prepare_siim(input: str | Path, out: str | Path, size: int = 128, split: str
                                                   names=[f"{x}.dcm" for x in ids], salt=salt,
                                                   mask_fn=rle_mask, mask_args=table["rles"].tolist(),
                                                   pre_skipped=pre_skipped)
-    try:
+    with keep_or_abort(writer):
         meta = pd.DataFrame({"id": ids})
         meta["patient_id"], missing = patient_keys(headers, ids)
         meta[LABEL_PREFIX + "pneumothorax"] = table[LABEL_PREFIX + "pneumothorax"].to_numpy()
@@ -219,9 +219,6 @@ def prepare_siim(input: str | Path, out: str | Path, size: int = 128, split: str
         meta = pd.concat([meta, header_frame(headers, meta.index)], axis=1)
         method = apply_split(meta, split, seed, str(rle_path))
         meta = order_columns(meta.iloc[kept].reset_index(drop=True))
-    except BaseException:
-        writer.abort()
-        raise
     missing_kept = sum(not (headers[i] or {}).get("patient_key") for i in kept)
     if missing_kept:
         log.warning("%s: %d images have no PatientID: each is its own patient", root, missing_kept)

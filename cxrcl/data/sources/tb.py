@@ -34,7 +34,8 @@ Our choices:
 - Each image is its own patient (one image per patient in both sets); image id = file stem.
   No official split: patient-level ``--split``.
 - Montgomery masks: ``masks.npy`` = union of the left and right lung masks, padded and resized
-  like the image (nearest neighbour); ``has_mask`` = 1 when at least one of them exists.
+  like the image (nearest neighbour); ``has_mask`` = 1 when at least one of them exists and is
+  readable. They are read with the image by the same resumable decoder.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ import pandas as pd
 from PIL import Image
 
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
+from cxrcl.data.sources import common
 from cxrcl.data.sources.common import (
+    Decoded,
     apply_split,
     finish,
     log,
@@ -178,6 +181,14 @@ def _union_mask(files: list[Path], size: int) -> np.ndarray | None:
     return pad_resize(acc.astype(np.uint8) * 255, size, nearest=True)
 
 
+def decode_with_mask(path: str, size: int, mask_files: list[str]) -> Decoded:
+    """``decode`` for :func:`write_decoded`: the image and the union of its mask files (an empty
+    mask and ``has_mask`` 0 when there is none or none is readable)."""
+    image = common.load_grey(path, size)
+    mask = _union_mask([Path(f) for f in mask_files], size)
+    return Decoded(image, mask, {"has_mask": int(mask is not None)})
+
+
 def _prepare_tb(which: str, input: str | Path, out: str | Path, size: int, split: str, seed: int,
                 workers: int, progress: bool) -> PreparedDataset:
     root = Path(input)
@@ -190,26 +201,17 @@ def _prepare_tb(which: str, input: str | Path, out: str | Path, size: int, split
     if which == "montgomery":
         for side in ("leftMask", "rightMask"):
             masks[side] = _by_stem(p for d in root.rglob(side) if d.is_dir() for p in d.glob("*.png"))
-    writer, kept, skipped = write_decoded(Path(out), [root / p for p in meta["path"]], size, workers,
-                                          progress, root=root)
+    paths = [root / p for p in meta["path"]]
+    if any(masks.values()):
+        mask_files = [[str(m[stem]) for m in masks.values() if stem in m] for stem in meta["id"]]
+        writer, kept, skipped = write_decoded(Path(out), paths, size, workers, progress, root=root,
+                                              decode=decode_with_mask, args=mask_files, with_masks=True)
+        meta["has_mask"] = [(writer.extras.get(i) or {}).get("has_mask", 0) for i in range(len(meta))]
+        meta["has_mask"] = meta["has_mask"].astype(np.int8)
+    else:
+        writer, kept, skipped = write_decoded(Path(out), paths, size, workers, progress, root=root)
     meta = meta.iloc[kept].reset_index(drop=True)
     n_missing = int((meta["reading_file"] == "").sum())
-    if any(masks.values()):
-        try:
-            # write_decoded has no mask input: add masks.npy to its writer (rows = kept images)
-            writer.masks = np.lib.format.open_memmap(writer.tmp / "masks.npy", mode="w+", dtype=np.uint8,
-                                                     shape=(writer.n, size, size))
-            writer.with_masks = True
-            has = np.zeros(len(meta), dtype=np.int8)
-            for i, stem in enumerate(meta["id"]):
-                m = _union_mask([m[stem] for m in masks.values() if stem in m], size)
-                if m is not None:
-                    writer.masks[i] = (m > 0).astype(np.uint8)
-                    has[i] = 1
-            meta["has_mask"] = has
-        except BaseException:
-            writer.abort()
-            raise
     meta = order_columns(meta, ["report"])
     extra = {"input": str(root.resolve()), "n_readings_missing": n_missing,
              "empty_text": {"report": int((meta["report"].str.strip() == "").sum())},
