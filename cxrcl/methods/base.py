@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cxrcl.models.backbones import TokenBackbone
+from cxrcl.models.heads import projection_head
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class Method(nn.Module):
 
     def training_step(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def make_projection_head(self) -> nn.Module:
+        """The projection head the config describes, on top of the backbone's features."""
+        c = self.config
+        return projection_head(self.backbone.dim, c.proj_hidden_dim, c.proj_dim, c.proj_layers,
+                               c.proj_batch_norm)
 
     @property
     def encoder(self) -> TokenBackbone:

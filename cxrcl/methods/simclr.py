@@ -16,7 +16,6 @@ import torch
 from cxrcl.data.views import AugmentConfig, augment
 from cxrcl.losses.info_nce import InfoNCELoss
 from cxrcl.methods.base import Method, MethodConfig
-from cxrcl.models.heads import projection_head
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,7 @@ class SimCLR(Method):
 
     def __init__(self, config: SimCLRConfig, backbone):
         super().__init__(config, backbone)
-        self.head = projection_head(backbone.dim, config.proj_hidden_dim, config.proj_dim,
-                                    config.proj_layers, config.proj_batch_norm)
+        self.head = self.make_projection_head()
         self.criterion = InfoNCELoss(config.temperature, config.learnable_temperature,
                                      intra_view_negatives=True)
         self.augment_config = AugmentConfig(crop_area=(config.crop_area_min, 1.0),

@@ -22,7 +22,6 @@ import torch
 from cxrcl.data.views import block_partition, random_partition
 from cxrcl.losses.info_nce import InfoNCELoss
 from cxrcl.methods.base import Method, MethodConfig
-from cxrcl.models.heads import projection_head
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,7 @@ class SPCL(Method):
 
     def __init__(self, config: SPCLConfig, backbone):
         super().__init__(config, backbone)
-        self.head = projection_head(backbone.dim, config.proj_hidden_dim, config.proj_dim,
-                                    config.proj_layers, config.proj_batch_norm)
+        self.head = self.make_projection_head()
         self.criterion = InfoNCELoss(config.temperature, config.learnable_temperature)
 
     def partition(self, batch: int, generator: torch.Generator, device) -> list[torch.Tensor]:
