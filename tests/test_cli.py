@@ -58,6 +58,9 @@ def test_image_that_does_not_decode(capsys, tmp_path):
     assert code == 0 and "skipped 1 unreadable" in out
     info = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert info["n"] == 12 and "broken.png" in json.dumps(info["skipped"])
+    assert "broken.png" in (tmp_path / "out" / "skipped.csv").read_text()
+    code, out, _ = run_cli(capsys, "data", "info", tmp_path / "out")
+    assert code == 0 and "skipped at preparation: 1" in out
     # every file broken: an error, not an empty data set
     (tmp_path / "bad" / "x").mkdir(parents=True)
     (tmp_path / "bad" / "x" / "a.png").write_bytes(b"garbage")

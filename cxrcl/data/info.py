@@ -114,7 +114,7 @@ def format_info(d: dict) -> str:
         mt = d["montage"]
         lines.append(f"  montage: {mt['path']} ({len(mt['rows'])} rows of up to {mt['per_label']} images)")
     if d.get("n_skipped"):
-        lines.append(f"  skipped at preparation: {d['n_skipped']} files (listed in dataset.json)")
+        lines.append(f"  skipped at preparation: {d['n_skipped']} files (listed in skipped.csv and dataset.json)")
     lines.append("")
     if d["labels"]:
         header = ["label", *(f"{s} +/-/?" for s in (*SPLITS, "all"))]

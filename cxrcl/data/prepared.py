@@ -551,6 +551,8 @@ class PreparedWriter:
             **(extra or {}),
         }
         (self.tmp / "dataset.json").write_text(json.dumps(info, indent=2))
+        if info.get("skipped"):  # the preparation report a person opens: one row per skipped file
+            pd.DataFrame(info["skipped"]).to_csv(self.tmp / "skipped.csv", index=False)
         (self.tmp / PROGRESS_FILE).unlink(missing_ok=True)
         (self.tmp / EXTRAS_FILE).unlink(missing_ok=True)
         if self.out.exists():
