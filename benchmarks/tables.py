@@ -1,0 +1,69 @@
+"""Print the README's results tables from the JSON in benchmarks/results (no recomputation).
+
+    .venv/bin/python benchmarks/tables.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def auroc_table(folder: Path, prefix: str, rows: list[tuple[str, str]]) -> str:
+    lines = ["| encoder | 1% labels | 10% labels | 100% labels |", "|---|---|---|---|"]
+    for name, label in rows:
+        path = folder / f"{prefix}{name}_linear.json"
+        if not path.exists():
+            continue
+        summary = json.loads(path.read_text())["summary"]
+        cells = [f"{summary[f]['auroc_mean']:.3f} ± {summary[f]['auroc_std']:.3f}"
+                 for f in ("0.01", "0.1", "1.0") if f in summary]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bench_table(path: Path) -> str:
+    b = json.loads(path.read_text())
+    ref = b["ratios_vs"]
+    lines = ["| method | train images/s | vs " + ref + " | forward GFLOPs/image | vs " + ref
+             + " | inference images/s | peak RSS MB (training part) |", "|---|---|---|---|---|---|---|"]
+    for name, m in b["methods"].items():
+        r = b["ratios"][name]
+        rss = f"{m['peak_rss_mb']:.0f} ({m['train_rss_mb']:.0f})" if m.get("peak_rss_mb") else "n/a"
+        lines.append(f"| {name} | {m['train_images_per_s']:.1f} | {r['train_images_per_s']:.2f}x | "
+                     f"{m['gflops_per_image']:.3f} | {r['gflops_per_image']:.2f}x | "
+                     f"{m['infer_images_per_s']:.1f} | {rss} |")
+    mach = b["machine"]
+    lines.append(f"\nMachine: {mach['cpu']}, {mach['cpu_count']} cores, torch {mach['torch']}, "
+                 f"measured fp32 matmul peak {mach['matmul_peak_gflops']} GFLOP/s.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    bench = RESULTS / "bench_spcl_simclr_vit_tiny16_128.json"
+    if bench.exists():
+        print("### efficiency\n" + bench_table(bench) + "\n")
+    real = RESULTS / "real"
+    rows = [("spcl", "S-PCL"), ("simclr", "SimCLR"), ("random", "floor: untrained encoder"),
+            ("pixels", "floor: pixel PCA")]
+    for prefix, title in (("pmnist_", "PneumoniaMNIST, pneumonia"), ("covid64_", "covid_chestxray 64 px, covid19")):
+        print(f"### {title}\n" + auroc_table(real, prefix, rows) + "\n")
+    gap = RESULTS / "gap"
+    if gap.exists():
+        variants = [("covid64_spcl", "S-PCL ViT-Tiny p8, 50 ep (reference)"),
+                    ("vit_p8_100ep", "S-PCL ViT-Tiny p8, 100 ep"),
+                    ("vit_p16", "S-PCL ViT-Tiny p16 (16 tokens)"),
+                    ("vit_p8_block", "S-PCL block partition"),
+                    ("vit_p8_cls", "S-PCL class-token pooling"),
+                    ("resnet18", "S-PCL ResNet-18 (masked cells)"),
+                    ("covid64_simclr", "SimCLR ViT-Tiny p8, 50 ep"),
+                    ("random_resnet18", "floor: untrained ResNet-18"),
+                    ("covid64_random", "floor: untrained ViT-Tiny p8"),
+                    ("covid64_pixels", "floor: pixel PCA")]
+        print("### closing the pixel-floor gap (covid19)\n" + auroc_table(gap, "", variants) + "\n")
+
+
+if __name__ == "__main__":
+    main()
