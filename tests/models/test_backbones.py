@@ -61,3 +61,21 @@ def test_patch_size_override_and_errors():
         create_backbone("not_a_model", 64)
     with pytest.raises(CxrclError, match="multiple of the patch size"):
         create_backbone("vit_tiny_patch16_224", 72)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_tiny_patch16_224:patch_size=8:depth=2"])
+def test_checkpoint_round_trip(name, tmp_path):
+    """Weights saved with safetensors load back into a freshly built model (no shared aliases)."""
+    from safetensors.torch import save_model
+
+    from cxrcl.methods.registry import build_method
+    from cxrcl.training.checkpoint import load_weights
+
+    torch.manual_seed(0)
+    a = build_method("spcl", name, 32)
+    save_model(a, str(tmp_path / "m.safetensors"))
+    torch.manual_seed(1)
+    b = build_method("spcl", name, 32)
+    load_weights(b, tmp_path / "m.safetensors")
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(a.eval().encoder(x), b.eval().encoder(x))
