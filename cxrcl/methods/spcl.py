@@ -11,6 +11,11 @@ drops 20% of tokens), ``partition`` = ``random`` (uniform over tokens) or ``bloc
 InfoNCE with temperature 0.1 (fixed by default, ``learnable_temperature`` to learn it). When the
 two views have the same size they are encoded in ONE batched pass. On a CNN the dropped cells
 are masked instead (see :class:`cxrcl.models.backbones.CNNBackbone`).
+
+``intensity_jitter`` (our addition, off by default to stay with the paper): each view's tokens
+are embedded from its own brightness/contrast/gamma-jittered copy of the image, so the two
+halves cannot agree through global exposure alone (a shortcut that partitions of one image
+otherwise share). The views stay disjoint token sets; the cost is one extra patch embedding.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-from cxrcl.data.views import block_partition, random_partition
+from cxrcl.data.views import AugmentConfig, block_partition, intensity_jitter, random_partition
 from cxrcl.losses.info_nce import InfoNCELoss
 from cxrcl.methods.base import Method, MethodConfig
+
+JITTER = AugmentConfig()  # brightness +-0.2, contrast x0.7-1.3, gamma 0.7-1.4
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class SPCLConfig(MethodConfig):
     ratios: tuple[float, float] = (0.5, 0.5)
     partition: str = "random"
     block: int = 2
+    intensity_jitter: bool = False
 
     def __post_init__(self):
         if self.partition not in ("random", "block"):
@@ -55,13 +63,17 @@ class SPCL(Method):
 
     def training_step(self, images, generator):
         b = images.shape[0]
-        tokens = self.backbone.embed(images)
         idx1, idx2 = self.partition(b, generator, images.device)
+        if self.config.intensity_jitter:
+            t1 = self.backbone.embed(intensity_jitter(images, JITTER, generator))
+            t2 = self.backbone.embed(intensity_jitter(images, JITTER, generator))
+        else:
+            t1 = t2 = self.backbone.embed(images)
         if idx1.shape[1] == idx2.shape[1]:  # one batched pass over both views
-            z = self.backbone.pool(self.backbone.encode(tokens.repeat(2, 1, 1), torch.cat([idx1, idx2])))
+            z = self.backbone.pool(self.backbone.encode(torch.cat([t1, t2]), torch.cat([idx1, idx2])))
             z1, z2 = self.head(z).chunk(2)
         else:
-            z1 = self.head(self.backbone.pool(self.backbone.encode(tokens, idx1)))
-            z2 = self.head(self.backbone.pool(self.backbone.encode(tokens, idx2)))
+            z1 = self.head(self.backbone.pool(self.backbone.encode(t1, idx1)))
+            z2 = self.head(self.backbone.pool(self.backbone.encode(t2, idx2)))
         loss = self.criterion(z1, z2)
         return {"loss": loss, "temperature": self.criterion.temperature.detach()}

@@ -7,7 +7,8 @@ from tests.conftest import TINY_VIT
 
 
 @pytest.mark.parametrize("spec,factor", [("spcl", 0.7), ("spcl:partition=block", 0.7),
-                                         ("spcl:ratios=0.4,0.4", 0.7), ("simclr", 0.9)])
+                                         ("spcl:ratios=0.4,0.4", 0.7),
+                                         ("spcl:intensity_jitter=true", 0.8), ("simclr", 0.9)])
 def test_loss_falls_on_a_fixed_batch(spec, factor):
     """25 steps on one batch; SimCLR's views change every step, so its loss falls slower."""
     torch.manual_seed(0)
