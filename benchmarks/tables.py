@@ -59,6 +59,7 @@ def main() -> None:
                     ("vit_p8_cls", "S-PCL class-token pooling"),
                     ("resnet18", "S-PCL ResNet-18 (masked cells)"),
                     ("covid64_simclr", "SimCLR ViT-Tiny p8, 50 ep"),
+                    ("random_vit_p16", "floor: untrained ViT-Tiny p16"),
                     ("random_resnet18", "floor: untrained ResNet-18"),
                     ("covid64_random", "floor: untrained ViT-Tiny p8"),
                     ("covid64_pixels", "floor: pixel PCA")]
