@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make bench`: every published table, in the order the README shows them (~90 min on 2 CPU
+# cores). The real-data parts need ../shared/data beside the repository and are skipped without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+bash benchmarks/bench_spcl_vs_simclr.sh                  # efficiency: S-PCL vs SimCLR (ViT-Tiny/16, 128 px)
+$PY benchmarks/bench_loader.py                            # loader vs training throughput
+$PY benchmarks/bench_prepare.py                           # preparation throughput and flat memory
+$PY benchmarks/bench_phantom.py                           # phantom synthesis speed
+if [ -d ../shared/data ]; then
+  bash benchmarks/real_data_linear.sh                     # linear probe on real CXRs vs floors
+  bash benchmarks/spcl_pixel_gap.sh                       # what closes the gap to the pixel floor
+else
+  echo "../shared/data not found: skipping the real-data tables"
+fi
+$PY benchmarks/tables.py
