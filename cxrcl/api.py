@@ -35,8 +35,6 @@ def pretrain(method: str, data, out, *, backbone: str | None = None, image_size:
     (steps, epochs, batch_size, lr, seed, devices, precision, ...). Returns summary.json."""
     from cxrcl.training.fit import pretrain as _pretrain
 
-    if "steps" in train and "epochs" not in train:
-        train["epochs"] = None
     return _pretrain(method, data, out, backbone=backbone, image_size=image_size, train_overrides=train,
                      config_file=config, resume=resume, stop_after=stop_after)
 

@@ -182,8 +182,6 @@ def cmd_pretrain(args) -> int:
                  "splits": tuple(args.splits.split(",")) if args.splits else None}
     if args.no_progress:
         overrides["progress"] = False
-    if args.steps is not None:
-        overrides["epochs"] = None
     summary = pretrain(args.method, args.data, args.out, backbone=args.backbone, image_size=args.image_size,
                        train_overrides=overrides, config_file=args.config, resume=args.resume,
                        stop_after=args.stop_after)
@@ -240,11 +238,10 @@ def cmd_embed(args) -> int:
     import numpy as np
 
     from cxrcl.data.prepared import PreparedDataset
-    from cxrcl.encoders import load_encoder
+    from cxrcl.evaluation.protocol import extractor_for
 
     ds = PreparedDataset.open(args.data)
-    enc = load_encoder(args.run, image_size=None if not args.run.startswith("random:") else ds.size)
-    feats = enc.features(ds.images)
+    feats = extractor_for(args.run, ds)(ds.images)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, features=feats, id=ds.meta["id"].to_numpy(),
                         split=ds.meta["split"].to_numpy())

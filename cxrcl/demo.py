@@ -51,7 +51,7 @@ def run_demo(out: Path, quick: bool = False, plan: DemoPlan | None = None) -> Pa
     if not (run / "summary.json").exists() or not json.loads((run / "summary.json").read_text()).get("complete"):
         resume = (run / "checkpoints" / "last.state.json").exists()
         pretrain("spcl", data, run, backbone=plan.backbone, resume=resume,
-                 train_overrides={"steps": plan.steps, "epochs": None, "batch_size": plan.batch_size,
+                 train_overrides={"steps": plan.steps, "batch_size": plan.batch_size,
                                   "lr": plan.lr, "log_every": 5})
     print("[3/4] linear probe on every finding, against the two floors (untrained encoder, pixel PCA)")
     evals = {}

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cxrcl.data.normalize import to_model_input
 from cxrcl.data.prepared import PreparedDataset
+from cxrcl.errors import CxrclError
 from cxrcl.methods.registry import build_method
 from cxrcl.training.batches import step_generator
 from cxrcl.training.fit import param_groups
@@ -59,6 +60,15 @@ def _train_step(method, optimizer, x, seed, step):
     optimizer.zero_grad(set_to_none=True)
     logs["loss"].backward()
     optimizer.step()
+
+
+def _timed(fn, device: torch.device) -> float:
+    """Wall seconds of ``fn()``, waiting for the GPU to finish when there is one."""
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
 
 
 def _count_flops(fn) -> float:
@@ -110,6 +120,8 @@ def benchmark(methods: list[str], data: str, backbone: str, image_size: int | No
 
     Ratios are against ``reference`` (default: ``simclr`` when benchmarked, else the first).
     """
+    if reference is not None and reference not in methods:
+        raise CxrclError(f"--reference {reference} is not one of the benchmarked methods: {', '.join(methods)}")
     ds = PreparedDataset.open(data)
     image_size = image_size or ds.size
     rows = ds.indices("train")[:batch_size]
@@ -137,18 +149,10 @@ def benchmark(methods: list[str], data: str, backbone: str, image_size: int | No
     for r in range(warmup + steps):
         for spec, (m, opt) in built.items():
             m.train()
-            t = time.perf_counter()
-            _train_step(m, opt, x, seed, r + 1)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            dt = time.perf_counter() - t
+            dt = _timed(lambda m=m, opt=opt, r=r: _train_step(m, opt, x, seed, r + 1), device)
             m.eval()
             with torch.no_grad():
-                t = time.perf_counter()
-                m.encoder(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                di = time.perf_counter() - t
+                di = _timed(lambda m=m: m.encoder(x), device)
             if r >= warmup:
                 step_times[spec].append(dt)
                 infer_times[spec].append(di)

@@ -144,8 +144,10 @@ class CNNBackbone(TokenBackbone):
         super().__init__()
         if pool != "avg":
             raise CxrclError(f"backbone {name}: CNNs pool by average only (pool=avg)")
-        self.name = name  # only the parts are registered: aliasing the whole model would share
-        if hasattr(cnn, "layer1"):  # tensors under two names and break checkpoint round trips  # ResNet family
+        # only the parts are registered: registering the whole timm model as well would store
+        # every tensor under two names and break the safetensors checkpoint round trip
+        self.name = name
+        if hasattr(cnn, "layer1"):  # ResNet family
             self.stem = nn.Sequential(cnn.conv1, cnn.bn1, cnn.act1, cnn.maxpool)
             self.stages = nn.Sequential(cnn.layer1, cnn.layer2, cnn.layer3, cnn.layer4)
             self.final_norm: nn.Module = nn.Identity()

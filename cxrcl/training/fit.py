@@ -100,7 +100,9 @@ def resolve_run_config(method: str, data: PreparedDataset, backbone: str | None 
     _, mcfg = method_config(method, base=file_cfg.get("method_config"))
     train = apply_overrides(TrainConfig(), file_cfg.get("train", {}), "train")
     train = apply_overrides(train, {k: v for k, v in (train_overrides or {}).items() if v is not None}, "train")
-    if train.steps is None and train.epochs is None:
+    if train.steps is not None:  # steps win over epochs (also over a config file's epochs)
+        train = dataclasses.replace(train, epochs=None)
+    elif train.epochs is None:
         train = dataclasses.replace(train, epochs=10.0)
     return RunConfig(
         method=name,

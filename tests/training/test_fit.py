@@ -80,3 +80,14 @@ def test_two_cpu_processes_with_torchrun(tiny_ds, tmp_path):
     assert env["world_size"] == 2
     assert torch.isfinite(torch.tensor(losses(run))).all()
     assert proc.stdout.count("final loss") == 1  # only rank 0 reports
+
+
+def test_steps_win_over_epochs_from_any_source(tiny_ds, tmp_path):
+    from cxrcl.training.fit import resolve_run_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochs: 7\n")
+    assert resolve_run_config("spcl", tiny_ds, config_file=cfg).train.epochs == 7
+    run = resolve_run_config("spcl", tiny_ds, config_file=cfg, train_overrides={"steps": 5})
+    assert run.train.steps == 5 and run.train.epochs is None
+    assert resolve_run_config("spcl", tiny_ds).train.epochs == 10.0
