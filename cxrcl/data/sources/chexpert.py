@@ -39,7 +39,6 @@ Our choices:
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -50,9 +49,11 @@ from cxrcl.data.labels import canonical
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
 from cxrcl.data.sources.common import (
     apply_split,
+    env_choice,
     finish,
     order_columns,
     read_table,
+    require_dir,
     split_with_official_test,
     write_decoded,
 )
@@ -75,14 +76,9 @@ _RELEASE = re.compile(r"^(?:\./)?chexpert[^/]*/", re.I)
 
 def uncertain_policy(value: str | None) -> str:
     """The policy from the argument, else ``$CXRCL_CHEXPERT_UNCERTAIN``, else ``"ignore"``."""
-    source = "uncertain="
-    if value is None:
-        value, source = os.environ.get(UNCERTAIN_ENV) or "ignore", f"${UNCERTAIN_ENV}="
-    policy = str(value).strip().lower()
-    if policy not in UNCERTAIN_POLICIES:
-        raise CxrclError(f"{source}{value!r} is not an uncertainty policy: use one of "
-                         f"{', '.join(UNCERTAIN_POLICIES)} (ignore = uncertain labels become unknown)")
-    return policy
+    return env_choice(value, "uncertain", UNCERTAIN_ENV, "ignore", UNCERTAIN_POLICIES,
+                      f"an uncertainty policy: use one of {', '.join(UNCERTAIN_POLICIES)} "
+                      "(ignore = uncertain labels become unknown)")
 
 
 def apply_uncertain(values: pd.Series, policy: str) -> pd.Series:
@@ -160,9 +156,7 @@ def prepare_chexpert(input: str | Path, out: str | Path, size: int = 128,
     root = Path(input)
     if root.is_file() and root.name in ("train.csv", "valid.csv"):
         root = root.parent
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the chexpert source needs the CheXpert folder "
-                         "with train.csv and valid.csv")
+    require_dir(root, "the chexpert source needs the CheXpert folder with train.csv and valid.csv")
     policy = uncertain_policy(uncertain)
     train_csv, valid_csv = find_chexpert_files(root)
     root = train_csv.parent

@@ -129,6 +129,32 @@ def index_files(dirs: Iterable[Path], extensions: Sequence[str] = IMAGE_EXTENSIO
     return found
 
 
+def require_dir(root: Path, needs: str) -> None:
+    """The ``INPUT is not a directory`` check of the adapters: CxrclError
+    ``'<root> is not a directory: <needs>'`` unless ``root`` is a folder."""
+    if not Path(root).is_dir():
+        raise CxrclError(f"{root} is not a directory: {needs}")
+
+
+def find_first(root: Path, names: Iterable[str]) -> Path | None:
+    """``root / name`` for the first of ``names`` that exists (file or folder), else None."""
+    return next((root / n for n in names if (root / n).exists()), None)
+
+
+def env_choice(value: str | None, arg: str, env_var: str, default: str, choices: Sequence[str],
+               error: str) -> str:
+    """An option the CLI cannot pass: ``value`` when given, else ``$env_var``, else ``default``;
+    stripped and lower-cased, it must be one of ``choices``, else CxrclError
+    ``'<arg>=<value> is not <error>'`` (``$<env_var>=...`` when it came from the environment)."""
+    source = f"{arg}="
+    if value is None:
+        value, source = os.environ.get(env_var) or default, f"${env_var}="
+    choice = str(value).strip().lower()
+    if choice not in choices:
+        raise CxrclError(f"{source}{value!r} is not {error}")
+    return choice
+
+
 def rgb_to_grey(images: np.ndarray) -> np.ndarray:
     """uint8 [..., 3] -> uint8 [...] with PIL's 'L' weights (ITU-R 601-2)."""
     a = images.astype(np.float32)
@@ -144,14 +170,17 @@ def resize_stack(images: np.ndarray, size: int, nearest: bool = False) -> np.nda
         np.zeros((0, size, size), dtype=np.uint8)
 
 
-def _resize_job(args: tuple[np.ndarray, int]) -> np.ndarray:
-    images, size = args
-    return resize_stack(images, size)
+def _resize_job(args: tuple[np.ndarray, int, bool]) -> np.ndarray:
+    images, size, nearest = args
+    return resize_stack(images, size, nearest=nearest)
 
 
-def resize_chunks(chunks: Iterable[np.ndarray], size: int, workers: int = 1) -> Iterator[np.ndarray]:
-    """Resize a stream of uint8 [n, H, W] chunks, in order, with ``workers`` processes."""
-    yield from ordered_map(_resize_job, ((c, size) for c in chunks), workers, max_pending=2 * workers)
+def resize_chunks(chunks: Iterable[np.ndarray], size: int, workers: int = 1,
+                  nearest: bool = False) -> Iterator[np.ndarray]:
+    """Resize a stream of uint8 [n, H, W] chunks, in order, with ``workers`` processes
+    (``nearest``: nearest-neighbour, for masks)."""
+    yield from ordered_map(_resize_job, ((c, size, nearest) for c in chunks), workers,
+                           max_pending=2 * workers)
 
 
 def write_chunks(out: Path, n: int, size: int, chunks: Iterable[np.ndarray], progress: bool, desc: str,

@@ -53,6 +53,7 @@ from cxrcl.data.sources.common import (
     log,
     order_columns,
     pad_resize,
+    require_dir,
     write_decoded,
 )
 from cxrcl.errors import CxrclError
@@ -233,8 +234,7 @@ def prepare_dicom(input: str | Path, out: str | Path, size: int = 128, split: st
                   seed: int = 0, workers: int = 1, progress: bool = True) -> PreparedDataset:
     """Prepare a tree of DICOM files (see the module docstring)."""
     root = Path(input)
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the dicom source needs a folder of .dcm files")
+    require_dir(root, "the dicom source needs a folder of .dcm files")
     files = find_dicoms(root)
     if not files:
         raise CxrclError(f"{root} has no DICOM files (.dcm, .dicom, .dic or files with the DICM magic); "
@@ -245,7 +245,8 @@ def prepare_dicom(input: str | Path, out: str | Path, size: int = 128, split: st
     meta = pd.DataFrame({"id": ids, "file": rel})
     label_names: list[str] = []
     labels_path = root / "labels.csv"
-    if labels_path.exists():
+    has_labels = labels_path.exists()
+    if has_labels:
         labels, label_names = read_labels_csv(labels_path, rel.tolist())
         meta = pd.concat([meta, labels], axis=1)
 
@@ -260,7 +261,7 @@ def prepare_dicom(input: str | Path, out: str | Path, size: int = 128, split: st
         meta = pd.concat([meta, header_frame(headers, meta.index)], axis=1)
         method = apply_split(meta, split, seed, str(labels_path if "split" in meta.columns else root))
     meta = order_columns(meta.iloc[kept].reset_index(drop=True))
-    extra = {"input": str(root.resolve()), "labels_csv": labels_path.exists(),
+    extra = {"input": str(root.resolve()), "labels_csv": has_labels,
              "patient_ids": "sha256(salt + DICOM PatientID)[:16]",
              "salt": salt_note(salt),
              "n_without_patient_id": missing, "skipped": skipped, "n_skipped": len(skipped)}

@@ -28,6 +28,7 @@ from cxrcl.data.sources.common import (
     finish,
     log,
     order_columns,
+    require_dir,
     write_decoded,
 )
 from cxrcl.errors import CxrclError
@@ -83,8 +84,7 @@ def prepare_folder(input: str | Path, out: str | Path, size: int = 128, split: s
                    seed: int = 0, workers: int = 1, progress: bool = True) -> PreparedDataset:
     """Prepare a class-per-folder image tree (see the module docstring)."""
     root = Path(input)
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the folder source needs INPUT/<class>/*.png|jpg|jpeg")
+    require_dir(root, "the folder source needs INPUT/<class>/*.png|jpg|jpeg")
     found = scan(root)
     if found.empty:
         raise CxrclError(f"{root} has no class folders with .png/.jpg/.jpeg images: expected "

@@ -37,7 +37,6 @@ Our choices:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -47,10 +46,12 @@ from cxrcl.data.sources.chexpert import LABEL_NAMES, map_observations, uncertain
 from cxrcl.data.sources.common import (
     SPLIT_ALIASES,
     apply_split,
+    env_choice,
     finish,
     log,
     order_columns,
     read_table,
+    require_dir,
     write_decoded,
 )
 from cxrcl.errors import CxrclError
@@ -63,13 +64,9 @@ TEXT_COLUMNS = ("report", "findings", "impression")
 
 
 def labeler_choice(value: str | None) -> str:
-    source = "labeler="
-    if value is None:
-        value, source = os.environ.get(LABELER_ENV) or "chexpert", f"${LABELER_ENV}="
-    v = str(value).strip().lower()
-    if v not in LABELERS:
-        raise CxrclError(f"{source}{value!r} is not a MIMIC-CXR labeller: use chexpert or negbio")
-    return v
+    """The labeller from the argument, else ``$CXRCL_MIMIC_LABELER``, else ``"chexpert"``."""
+    return env_choice(value, "labeler", LABELER_ENV, "chexpert", LABELERS,
+                      "a MIMIC-CXR labeller: use chexpert or negbio")
 
 
 def find_file(root: Path, kind: str, required: bool = True) -> Path | None:
@@ -172,9 +169,8 @@ def prepare_mimic_cxr(input: str | Path, out: str | Path, size: int = 128,
                       uncertain: str | None = None) -> PreparedDataset:
     """Prepare MIMIC-CXR-JPG (see the module docstring)."""
     root = Path(input)
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the mimic-cxr source needs the MIMIC-CXR-JPG "
-                         f"folder with {PREFIX}-metadata.csv(.gz) and files/")
+    require_dir(root, f"the mimic-cxr source needs the MIMIC-CXR-JPG folder with {PREFIX}-metadata.csv(.gz) "
+                "and files/")
     labeler, policy = labeler_choice(labeler), uncertain_policy(uncertain)
     meta = parse_mimic_cxr(root, labeler, policy)
     meta = meta.drop_duplicates("id", keep="first").reset_index(drop=True)

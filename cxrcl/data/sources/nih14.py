@@ -53,6 +53,7 @@ from cxrcl.data.sources.common import (
     log,
     order_columns,
     read_table,
+    require_dir,
     split_with_official_test,
     write_decoded,
 )
@@ -188,9 +189,7 @@ def prepare_nih14(input: str | Path, out: str | Path, size: int = 128,
     root = Path(input)
     if root.is_file():
         root = root.parent
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the nih14 source needs the ChestX-ray14 folder "
-                         "with Data_Entry_2017.csv and images/")
+    require_dir(root, "the nih14 source needs the ChestX-ray14 folder with Data_Entry_2017.csv and images/")
     entry = find_entry_file(root)
     meta = parse_nih14_entries(entry)
     meta = meta.drop_duplicates("id", keep="first").reset_index(drop=True)
@@ -209,7 +208,6 @@ def prepare_nih14(input: str | Path, out: str | Path, size: int = 128,
     images = index_images(root)
     files = [images.get(f, root / "images" / f) for f in meta["file"]]
     bbox = next((p for p in (root / "BBox_List_2017.csv", root / "BBox_List_2017.csv.gz") if p.is_file()), None)
-    boxed: dict[str, str] = {}
     if bbox is not None:
         boxes = parse_nih14_boxes(bbox)
         sizes = {f: s for f in boxes["file"].unique()

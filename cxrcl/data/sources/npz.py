@@ -38,6 +38,7 @@ from cxrcl.data.sources.common import (
     npz_header,
     npz_keys,
     order_columns,
+    require_dir,
     resize_chunks,
     resize_stack,
     unique_ids,
@@ -103,8 +104,7 @@ def prepare_npz(input: str | Path, out: str | Path, size: int = 128, split: str 
     root = Path(input)
     if not root.exists():
         raise CxrclError(f"{root} does not exist: pass the directory holding images_*.npz and metadata.csv")
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: pass the directory holding images_*.npz and metadata.csv")
+    require_dir(root, "pass the directory holding images_*.npz and metadata.csv")
     files = sorted(root.glob("images_*.npz"))
     if not files:
         raise CxrclError(f"{root} holds no images_*.npz file: the npz source needs images_<size>.npz "

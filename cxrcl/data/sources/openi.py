@@ -56,6 +56,7 @@ from cxrcl.data.sources.common import (
     keep_or_abort,
     log,
     order_columns,
+    require_dir,
     write_decoded,
 )
 from cxrcl.errors import CxrclError
@@ -254,9 +255,8 @@ def prepare_openi(input: str | Path, out: str | Path, size: int = 128,
                   progress: bool = True) -> PreparedDataset:
     """Prepare Open-i / IU X-ray (see the module docstring)."""
     root = Path(input)
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the openi source needs a folder with "
-                         "ecgen-radiology/ (or NLMCXR_reports.tgz) and NLMCXR_png/")
+    require_dir(root, "the openi source needs a folder with ecgen-radiology/ (or NLMCXR_reports.tgz) "
+                "and NLMCXR_png/")
     src = find_reports(root)
     bad: list[dict] = []
     reports = parse_openi_report_table(src, errors=bad)

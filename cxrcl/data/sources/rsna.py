@@ -51,7 +51,15 @@ import pandas as pd
 
 from cxrcl.data.dicom import dicom_salt
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import apply_split, finish, keep_or_abort, log, order_columns
+from cxrcl.data.sources.common import (
+    apply_split,
+    find_first,
+    finish,
+    keep_or_abort,
+    log,
+    order_columns,
+    require_dir,
+)
 from cxrcl.data.sources.dicom_dir import header_frame, salt_note, write_dicoms
 from cxrcl.errors import CxrclError
 
@@ -197,26 +205,21 @@ def scale_boxes(boxes, height: int, width: int, size: int) -> list:
 
 
 # ----------------------------------------------------------------------------- the source
-def _find(root: Path, names: tuple[str, ...]) -> Path | None:
-    return next((root / n for n in names if (root / n).exists()), None)
-
-
 def prepare_rsna(input: str | Path, out: str | Path, size: int = 128, split: str = "patient:0.7,0.1,0.2",
                  seed: int = 0, workers: int = 1, progress: bool = True) -> PreparedDataset:
     """Prepare the RSNA Pneumonia Detection Challenge training set (see the module docstring)."""
     root = Path(input)
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the rsna source needs the unpacked challenge folder "
-                         "with stage_2_train_labels.csv and stage_2_train_images/")
-    labels_path = _find(root, LABEL_FILES)
+    require_dir(root, "the rsna source needs the unpacked challenge folder with stage_2_train_labels.csv "
+                "and stage_2_train_images/")
+    labels_path = find_first(root, LABEL_FILES)
     if labels_path is None:
         raise CxrclError(f"{root} has no stage_2_train_labels.csv: point INPUT at the unpacked RSNA "
                          "Pneumonia Detection Challenge folder")
-    image_dir = _find(root, IMAGE_DIRS)
+    image_dir = find_first(root, IMAGE_DIRS)
     if image_dir is None or not image_dir.is_dir():
         raise CxrclError(f"{root} has no stage_2_train_images/ folder: unpack the challenge's training "
                          "images there (files <patientId>.dcm)")
-    class_path = _find(root, CLASS_FILES)
+    class_path = find_first(root, CLASS_FILES)
     table = read_rsna_labels(labels_path, class_path)
     label_names = ["pneumonia", "lung_opacity"] + (["no_finding"] if class_path is not None else [])
 

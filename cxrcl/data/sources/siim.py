@@ -53,7 +53,15 @@ from PIL import Image
 
 from cxrcl.data.dicom import dicom_salt
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import apply_split, finish, keep_or_abort, log, order_columns
+from cxrcl.data.sources.common import (
+    apply_split,
+    find_first,
+    finish,
+    keep_or_abort,
+    log,
+    order_columns,
+    require_dir,
+)
 from cxrcl.data.sources.dicom_dir import (
     find_dicoms,
     header_frame,
@@ -176,10 +184,9 @@ def prepare_siim(input: str | Path, out: str | Path, size: int = 128, split: str
                  seed: int = 0, workers: int = 1, progress: bool = True) -> PreparedDataset:
     """Prepare the SIIM-ACR Pneumothorax training set (see the module docstring)."""
     root = Path(input)
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the siim source needs the unpacked challenge folder "
-                         "with train-rle.csv and dicom-images-train/")
-    rle_path = next((root / n for n in RLE_FILES if (root / n).exists()), None)
+    require_dir(root, "the siim source needs the unpacked challenge folder with train-rle.csv and "
+                "dicom-images-train/")
+    rle_path = find_first(root, RLE_FILES)
     if rle_path is None:
         raise CxrclError(f"{root} has no train-rle.csv: point INPUT at the unpacked SIIM-ACR Pneumothorax "
                          "challenge folder")
@@ -212,7 +219,7 @@ def prepare_siim(input: str | Path, out: str | Path, size: int = 128, split: str
                                                   pre_skipped=pre_skipped)
     with keep_or_abort(writer):
         meta = pd.DataFrame({"id": ids})
-        meta["patient_id"], missing = patient_keys(headers, ids)
+        meta["patient_id"], _ = patient_keys(headers, ids)
         meta[LABEL_PREFIX + "pneumothorax"] = table[LABEL_PREFIX + "pneumothorax"].to_numpy()
         meta["n_regions"] = table["n_regions"].to_numpy()
         meta["has_mask"] = 1

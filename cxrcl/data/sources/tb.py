@@ -56,6 +56,7 @@ from cxrcl.data.sources.common import (
     log,
     order_columns,
     pad_resize,
+    require_dir,
     write_decoded,
 )
 from cxrcl.errors import CxrclError
@@ -192,9 +193,7 @@ def decode_with_mask(path: str, size: int, mask_files: list[str]) -> Decoded:
 def _prepare_tb(which: str, input: str | Path, out: str | Path, size: int, split: str, seed: int,
                 workers: int, progress: bool) -> PreparedDataset:
     root = Path(input)
-    if not root.is_dir():
-        raise CxrclError(f"{root} is not a directory: the {which} source needs the set's folder "
-                         "(CXR_png/ and ClinicalReadings/)")
+    require_dir(root, f"the {which} source needs the set's folder (CXR_png/ and ClinicalReadings/)")
     meta, _ = parse_tb_set(root, which)
     method = apply_split(meta, split, seed, str(root))
     masks: dict[str, dict[str, Path]] = {}
