@@ -169,12 +169,10 @@ def merge_prepared(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         raise
     bar.close()
     extra = {"inputs": records, "merged": True}
-    try:
-        return writer.finish(meta, source="merge", label_names=label_names, text_columns=text_cols,
-                             split_seed=None, split_method="merged", extra=extra)
-    except CxrclError:
-        writer.abort()
-        raise
+    from cxrcl.data.sources.common import finish
+
+    return finish(writer, meta, source="merge", label_names=label_names, text_columns=text_cols,
+                  split_seed=None, split_method="merged", extra=extra)
 
 
 def _chunk_rows(side: int) -> int:
@@ -183,27 +181,17 @@ def _chunk_rows(side: int) -> int:
 
 
 def _resized(chunks, size: int, nearest: bool, workers: int):
-    from cxrcl.data.sources.common import ordered_map, resize_stack
+    """``(start, chunk)`` pairs -> ``(start, resized chunk)``, in order."""
+    from cxrcl.data.sources.common import resize_chunks
 
-    if workers <= 1:
-        for start, c in chunks:
-            yield start, resize_stack(c, size, nearest=nearest)
-        return
     starts: list[int] = []
 
-    def tagged():
+    def untagged():
         for start, c in chunks:
             starts.append(start)
-            yield c, size, nearest
-    for k, res in enumerate(ordered_map(_resize_job, tagged(), workers, max_pending=2 * workers)):
+            yield c
+    for k, res in enumerate(resize_chunks(untagged(), size, workers, nearest=nearest)):
         yield starts[k], res
-
-
-def _resize_job(args) -> np.ndarray:
-    from cxrcl.data.sources.common import resize_stack
-
-    images, size, nearest = args
-    return resize_stack(images, size, nearest=nearest)
 
 
 def _copy_set(ds: PreparedDataset, writer: PreparedWriter, offset: int, size: int, workers: int, bar) -> None:
