@@ -4,7 +4,7 @@
     python benchmarks/bench_prepare.py --files 40 --synthetic 2000 --sample-every 250   # quick check
 
 Three measurements, all through the code ``cxrcl data prepare`` runs
-(:func:`cxrcl.data.sources.common.write_decoded` -> :class:`~cxrcl.data.prepared.PreparedWriter`):
+(:func:`cxrcl.data.streaming.write_decoded` -> :class:`~cxrcl.data.writer.PreparedWriter`):
 
 (a) ``--files`` 1024x1024 8-bit PNGs (written once into a temp dir) prepared with the ``folder``
     source to ``--size`` px, with each worker count of ``--workers``;
@@ -44,8 +44,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from cxrcl.data.decoding import pad_resize  # noqa: E402
 from cxrcl.data.sources import prepare  # noqa: E402
-from cxrcl.data.sources.common import pad_resize, write_decoded  # noqa: E402
+from cxrcl.data.streaming import write_decoded  # noqa: E402
 
 SEED = 20240601
 SIDE = 1024

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrcl.data.prepared import assign_patient_splits, write_prepared
+from cxrcl.data.splits import assign_patient_splits
+from cxrcl.data.writer import write_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

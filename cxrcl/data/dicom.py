@@ -16,7 +16,7 @@ Pixel pipeline (DICOM PS3.3 C.11 / PS3.4 N.2, in this order, through pydicom):
    an unusable LUT or window (e.g. width 0) is ignored with a warning and the next rule applies;
 4. without a VOI: data that is already 8-bit (BitsStored <= 8 and every value in 0..255 after
    the modality LUT) is kept as it is; deeper data is min-max scaled over its actual values,
-   the same rule :func:`cxrcl.data.sources.common.to_grey` applies to 16-bit PNGs, so a DICOM
+   the same rule :func:`cxrcl.data.decoding.to_grey` applies to 16-bit PNGs, so a DICOM
    and its PNG export give the same prepared image (detectors rarely fill the BitsStored range,
    so scaling over 0..2**BitsStored-1 would give dark images); a constant image becomes 0;
 5. MONOCHROME1 is inverted after the VOI (``255 - x``), so bone is always bright; colour data

@@ -36,12 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrcl.data.prepared import (
-    LABEL_PREFIX,
-    PreparedDataset,
-    PreparedWriter,
-    iter_npy_rows,
-)
+from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset, iter_npy_rows
+from cxrcl.data.writer import PreparedWriter
 from cxrcl.errors import CxrclError
 
 log = logging.getLogger("cxrcl.data")
@@ -163,13 +159,13 @@ def merge_prepared(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         if not resume or isinstance(e, CxrclError):
             writer.abort()
         else:
-            from cxrcl.data.sources.common import _keep_partial
+            from cxrcl.data.streaming import keep_partial
 
-            _keep_partial(writer)
+            keep_partial(writer)
         raise
     bar.close()
     extra = {"inputs": records, "merged": True}
-    from cxrcl.data.sources.common import finish
+    from cxrcl.data.streaming import finish
 
     return finish(writer, meta, source="merge", label_names=label_names, text_columns=text_cols,
                   split_seed=None, split_method="merged", extra=extra)
@@ -182,7 +178,7 @@ def _chunk_rows(side: int) -> int:
 
 def _resized(chunks, size: int, nearest: bool, workers: int):
     """``(start, chunk)`` pairs -> ``(start, resized chunk)``, in order."""
-    from cxrcl.data.sources.common import resize_chunks
+    from cxrcl.data.streaming import resize_chunks
 
     starts: list[int] = []
 

@@ -60,13 +60,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from cxrcl.data.prepared import (
-    DEFAULT_SPLIT_FRACTIONS,
-    LABEL_PREFIX,
-    PreparedDataset,
-    PreparedWriter,
-    assign_patient_splits,
-)
+from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
+from cxrcl.data.splits import DEFAULT_SPLIT_FRACTIONS, assign_patient_splits
+from cxrcl.data.writer import PreparedWriter
 from cxrcl.errors import CxrclError
 
 FINDINGS: tuple[str, ...] = ("nodule", "consolidation", "effusion", "cardiomegaly", "pneumothorax")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cxrcl.data.info import describe, format_info, montage, montage_rows
 from cxrcl.data.phantom import make_phantom
-from cxrcl.data.prepared import write_prepared
+from cxrcl.data.writer import write_prepared
 
 
 def test_montage_rows_pick_positives_and_negatives(tmp_path):

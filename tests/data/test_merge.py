@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxrcl.data.decoding import pad_resize
 from cxrcl.data.merge import merge_prepared, or_labels, parse_mapping, relabel_prepared
-from cxrcl.data.prepared import PROGRESS_FILE, PreparedDataset, write_prepared
-from cxrcl.data.sources.common import pad_resize
+from cxrcl.data.prepared import PreparedDataset
+from cxrcl.data.writer import PROGRESS_FILE, write_prepared
 from cxrcl.errors import CxrclError
 
 

@@ -18,9 +18,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrcl.data.prepared import EXTRAS_FILE, PROGRESS_FILE, PreparedWriter
-from cxrcl.data.sources import common, prepare
-from cxrcl.data.sources.common import ordered_map, write_decoded
+from cxrcl.data import decoding, streaming
+from cxrcl.data.sources import prepare
+from cxrcl.data.streaming import write_decoded
+from cxrcl.data.workers import ordered_map
+from cxrcl.data.writer import EXTRAS_FILE, PROGRESS_FILE, PreparedWriter
 from cxrcl.errors import CxrclError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,11 +62,11 @@ def _files(ds_root: Path) -> dict[str, bytes]:
 def test_interrupted_folder_prepare_resumes_and_is_byte_identical(tmp_path, monkeypatch, caplog):
     src = _tree(tmp_path / "tree")
     ref = prepare("folder", src, tmp_path / "ref", size=24, progress=False)
-    monkeypatch.setattr(common, "CHECKPOINT_EVERY", 8)
+    monkeypatch.setattr(streaming, "CHECKPOINT_EVERY", 8)
 
     # run 1: Ctrl-C at the 21st decode (after 20 images, one of them the broken file)
-    counter = _Counter(common.load_grey, stop_at=21)
-    monkeypatch.setattr(common, "load_grey", counter)
+    counter = _Counter(decoding.load_grey, stop_at=21)
+    monkeypatch.setattr(decoding, "load_grey", counter)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         prepare("folder", src, out, size=24, progress=False)
@@ -76,7 +78,7 @@ def test_interrupted_folder_prepare_resumes_and_is_byte_identical(tmp_path, monk
 
     # run 2: the same command decodes only the 20 missing images
     counter = _Counter(counter.real)
-    monkeypatch.setattr(common, "load_grey", counter)
+    monkeypatch.setattr(decoding, "load_grey", counter)
     with caplog.at_level(logging.WARNING, logger="cxrcl.data"):
         ds = prepare("folder", src, out, size=24, progress=False)
     assert counter.calls == 20
@@ -93,7 +95,8 @@ def test_killed_prepare_resumes_with_workers(tmp_path):
         import sys, time
         from pathlib import Path
         import numpy as np
-        from cxrcl.data.sources.common import pad_resize, write_decoded
+        from cxrcl.data.decoding import pad_resize
+        from cxrcl.data.streaming import write_decoded
 
         def synth(path, size):
             i = int(path.rsplit("/", 1)[1])
@@ -154,12 +157,12 @@ def test_killed_prepare_resumes_with_workers(tmp_path):
 
 def test_a_different_job_starts_over_with_a_message(tmp_path, monkeypatch, caplog):
     src = _tree(tmp_path / "tree", n=12, broken=())
-    monkeypatch.setattr(common, "CHECKPOINT_EVERY", 4)
-    monkeypatch.setattr(common, "load_grey", _Counter(common.load_grey, stop_at=7))
+    monkeypatch.setattr(streaming, "CHECKPOINT_EVERY", 4)
+    monkeypatch.setattr(decoding, "load_grey", _Counter(decoding.load_grey, stop_at=7))
     with pytest.raises(KeyboardInterrupt):
         prepare("folder", src, tmp_path / "out", size=24, progress=False)
-    counter = _Counter(common.load_grey.real)
-    monkeypatch.setattr(common, "load_grey", counter)
+    counter = _Counter(decoding.load_grey.real)
+    monkeypatch.setattr(decoding, "load_grey", counter)
     with caplog.at_level(logging.WARNING, logger="cxrcl.data"):
         ds = prepare("folder", src, tmp_path / "out", size=16, progress=False)
     assert counter.calls == 12 and ds.size == 16
@@ -182,7 +185,7 @@ def test_partial_without_progress_record_starts_over(tmp_path, caplog):
 def test_resume_false_and_errors_leave_no_partial(tmp_path, monkeypatch):
     src = _tree(tmp_path / "tree", n=6, broken=())
     paths = [str(p) for p in sorted(src.rglob("*.png"))]
-    monkeypatch.setattr(common, "load_grey", _Counter(common.load_grey, stop_at=3))
+    monkeypatch.setattr(decoding, "load_grey", _Counter(decoding.load_grey, stop_at=3))
     with pytest.raises(KeyboardInterrupt):
         write_decoded(tmp_path / "out", paths, 16, 1, False, resume=False)
     assert not (tmp_path / ".out.partial").exists()
@@ -254,8 +257,8 @@ def test_writer_interrupted_rename_after_compaction_is_completed(tmp_path):
         w.put(i, _img(i))
     w.checkpoint()
     # simulate a kill between "progress says compacted" and the rename of the compacted file
-    from cxrcl.data.prepared import _copy_rows
-    _copy_rows(w.tmp / "images.npy", w.tmp / "images.compact.npy", np.array([1, 3]))
+    from cxrcl.data.writer import copy_rows
+    copy_rows(w.tmp / "images.npy", w.tmp / "images.compact.npy", np.array([1, 3]))
     w.compacted, w.n = True, 2
     w._write_progress()
     del w

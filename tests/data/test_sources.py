@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cxrcl.data.decoding import load_grey, pad_resize, to_grey
 from cxrcl.data.info import describe, format_info
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.data.sources import SOURCES, prepare
-from cxrcl.data.sources.common import load_grey, pad_resize, to_grey
 from cxrcl.data.sources.npz import pick_by_size
 from cxrcl.errors import CxrclError
 

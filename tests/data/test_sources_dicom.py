@@ -21,8 +21,8 @@ from PIL import Image
 
 pytest.importorskip("pydicom", reason="pydicom is needed to write DICOM fixtures")
 
+from cxrcl.data.decoding import pad_resize
 from cxrcl.data.sources import prepare  # noqa: E402
-from cxrcl.data.sources.common import pad_resize  # noqa: E402
 from cxrcl.data.sources.rsna import read_rsna_labels  # noqa: E402
 from cxrcl.data.sources.siim import read_siim_rle, rle_decode, rle_runs  # noqa: E402
 from cxrcl.errors import CxrclError  # noqa: E402
@@ -168,13 +168,14 @@ class _CountingReader:
 
 
 def test_dicom_interrupted_prepare_resumes_byte_identical(dicom_tree, tmp_path, monkeypatch, caplog):
-    from cxrcl.data.prepared import EXTRAS_FILE, PROGRESS_FILE
-    from cxrcl.data.sources import common, dicom_dir
+    from cxrcl.data import streaming
+    from cxrcl.data.sources import dicom_dir
+    from cxrcl.data.writer import EXTRAS_FILE, PROGRESS_FILE
 
     root, values = dicom_tree
     n_files = len(dicom_dir.find_dicoms(root))
     ref = prepare("dicom", root, tmp_path / "ref", size=16, progress=False)
-    monkeypatch.setattr(common, "CHECKPOINT_EVERY", 4)
+    monkeypatch.setattr(streaming, "CHECKPOINT_EVERY", 4)
 
     # run 1: Ctrl-C while decoding file K + 1 (the first K include the 3 broken files)
     k = 10

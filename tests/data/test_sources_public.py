@@ -15,16 +15,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrcl.data.prepared import assign_patient_splits
 from cxrcl.data.sources import prepare
 from cxrcl.data.sources.chexpert import UNCERTAIN_ENV, parse_chexpert_csv, prepare_chexpert
-from cxrcl.data.sources.common import split_with_official_test
 from cxrcl.data.sources.covid import finding_labels, parse_covid_metadata
 from cxrcl.data.sources.mimic_cxr import LABELER_ENV, parse_mimic_cxr
 from cxrcl.data.sources.nih14 import LABEL_NAMES as NIH_LABELS
 from cxrcl.data.sources.nih14 import boxes_to_size, parse_nih14_boxes, parse_nih14_entries
 from cxrcl.data.sources.openi import mesh_to_labels, parse_openi_report_table
 from cxrcl.data.sources.tb import parse_reading
+from cxrcl.data.splits import assign_patient_splits, split_with_official_test
 from cxrcl.errors import CxrclError
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrcl.data.prepared import write_prepared
+from cxrcl.data.writer import write_prepared
 
 
 def make_visible_dataset(out, n: int = 400, size: int = 32, seed: int = 0, nan_rate: float = 0.1):

@@ -86,7 +86,7 @@ def test_missing_test_class_is_an_error(tmp_path):
     # make every known test label of "bar" negative -> no positives in test
     import pandas as pd
 
-    from cxrcl.data.prepared import write_prepared
+    from cxrcl.data.writer import write_prepared
     meta = meta.copy()
     test = meta["split"] == "test"
     meta.loc[test & meta["label_bar"].notna(), "label_bar"] = 0

@@ -24,7 +24,8 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from cxrcl.data.prepared import PreparedDataset, parse_split_spec
+from cxrcl.data.prepared import PreparedDataset
+from cxrcl.data.splits import parse_split_spec
 from cxrcl.errors import CxrclError
 
 COMMON_ARGS = {"input", "out", "size", "split", "seed", "workers", "progress"}

@@ -47,16 +47,10 @@ import pandas as pd
 
 from cxrcl.data.labels import canonical
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
-    apply_split,
-    env_choice,
-    finish,
-    order_columns,
-    read_table,
-    require_dir,
-    split_with_official_test,
-    write_decoded,
-)
+from cxrcl.data.sources.inputs import env_choice, require_dir
+from cxrcl.data.splits import apply_split, split_with_official_test
+from cxrcl.data.streaming import finish, write_decoded
+from cxrcl.data.tables import order_columns, read_table
 from cxrcl.errors import CxrclError
 
 # the 14 CheXpert observations, in the publisher's column order

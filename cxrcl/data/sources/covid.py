@@ -38,6 +38,7 @@ Our choices:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +46,12 @@ import pandas as pd
 
 from cxrcl.data.labels import canonical
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
-    apply_split,
-    finish,
-    log,
-    order_columns,
-    read_table,
-    unique_ids,
-    write_decoded,
-)
+from cxrcl.data.splits import apply_split, unique_ids
+from cxrcl.data.streaming import finish, write_decoded
+from cxrcl.data.tables import order_columns, read_table
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 REQUIRED = ("patientid", "finding", "filename")
 ALWAYS = ("covid19", "pneumonia", "no_finding")

@@ -17,25 +17,25 @@ unreadable are skipped with a warning and listed in ``dataset.json`` under ``ski
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
+from cxrcl.data.splits import apply_split, unique_ids
+from cxrcl.data.streaming import finish, write_decoded
+from cxrcl.data.tables import (
     RESERVED_COLUMNS,
-    apply_split,
     check_label_values,
     clean_name,
     find_text_columns,
-    finish,
-    log,
     nonempty,
     order_columns,
-    unique_ids,
-    write_decoded,
 )
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 
 def _auto_label_columns(meta: pd.DataFrame, text_cols: list[str]) -> list[str]:

@@ -25,12 +25,13 @@ patients. Broken files are skipped, logged (first 20) and listed in ``dataset.js
 
 This module also holds the DICOM decoder used by the ``rsna`` and ``siim`` sources
 (:class:`DicomDecoder`, :func:`write_dicoms`): it plugs DICOM decoding, header fields and masks
-into :func:`cxrcl.data.sources.common.write_decoded`.
+into :func:`cxrcl.data.streaming.write_decoded`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,24 +40,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrcl.data.decoding import Decoded, DecodeFailure, failure_reason, pad_resize
 from cxrcl.data.dicom import DEFAULT_SALT, HEADER_FIELDS, dicom_salt, read_dicom, read_header
 from cxrcl.data.labels import canonical
-from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset, PreparedWriter
-from cxrcl.data.sources.common import (
-    Decoded,
-    DecodeFailure,
-    apply_split,
-    check_label_values,
-    failure_reason,
-    finish,
-    keep_or_abort,
-    log,
-    order_columns,
-    pad_resize,
-    require_dir,
-    write_decoded,
-)
+from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
+from cxrcl.data.sources.inputs import require_dir
+from cxrcl.data.splits import apply_split
+from cxrcl.data.streaming import finish, keep_or_abort, write_decoded
+from cxrcl.data.tables import check_label_values, order_columns
+from cxrcl.data.writer import PreparedWriter
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
 MaskFn = Callable[[object, tuple[int, int]], np.ndarray]
@@ -91,14 +86,14 @@ def find_dicoms(root: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- decoding
 @dataclass(frozen=True)
 class DicomDecoder:
-    """``decode`` for :func:`~cxrcl.data.sources.common.write_decoded`: one DICOM -> a
-    :class:`~cxrcl.data.sources.common.Decoded` with the image, the mask (when ``mask_fn``) and
+    """``decode`` for :func:`~cxrcl.data.streaming.write_decoded`: one DICOM -> a
+    :class:`~cxrcl.data.decoding.Decoded` with the image, the mask (when ``mask_fn``) and
     the safe header fields as ``extra``.
 
     ``mask_fn(arg, (H, W))`` (module level, so that it pickles) returns the uint8 0/1 mask of a
     file on the image's own grid, from the file's ``args`` entry; it is padded and resized like
     the image (nearest neighbour). A file whose pixels or mask fail raises
-    :class:`~cxrcl.data.sources.common.DecodeFailure` with the header when it can still be
+    :class:`~cxrcl.data.decoding.DecodeFailure` with the header when it can still be
     read, so that its patient is known for the split.
     """
 
@@ -134,7 +129,7 @@ def write_dicoms(out: Path, paths: Sequence[str | os.PathLike], size: int, worke
                  mask_fn: MaskFn | None = None, mask_args: Sequence | None = None,
                  pre_skipped: Mapping[int, str] | None = None,
                  ) -> tuple[PreparedWriter, list[int], list[dict], list[dict | None]]:
-    """:func:`~cxrcl.data.sources.common.write_decoded` with a :class:`DicomDecoder`: resumable,
+    """:func:`~cxrcl.data.streaming.write_decoded` with a :class:`DicomDecoder`: resumable,
     bounded memory, masks iff ``mask_fn`` (from ``mask_args[i]``).
 
     ``names``, ``pre_skipped``: as in ``write_decoded``. Returns the writer (not finished), the

@@ -8,30 +8,26 @@ other. When the top-level folders are all split names (``train``/``val``/``test`
 (split method ``source``). Image ids are the path relative to INPUT without extension. Patient
 id = file stem, unless ``INPUT/patients.csv`` with columns ``file`` (path relative to INPUT, or a
 bare file name) and ``patient_id`` maps files to patients. Images are decoded with PIL, converted
-to 8-bit grey, padded to square and resized (see :mod:`cxrcl.data.sources.common`). Unreadable
+to 8-bit grey, padded to square and resized (see :mod:`cxrcl.data.decoding`). Unreadable
 files are skipped with a warning and listed in ``dataset.json`` under ``skipped``; if none can be
 read the preparation fails.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
-    IMAGE_EXTENSIONS,
-    SPLIT_ALIASES,
-    apply_split,
-    clean_name,
-    finish,
-    log,
-    order_columns,
-    require_dir,
-    write_decoded,
-)
+from cxrcl.data.sources.inputs import IMAGE_EXTENSIONS, require_dir
+from cxrcl.data.splits import SPLIT_ALIASES, apply_split
+from cxrcl.data.streaming import finish, write_decoded
+from cxrcl.data.tables import clean_name, order_columns
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 
 def _images_under(folder: Path) -> list[Path]:

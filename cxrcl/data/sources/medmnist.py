@@ -32,18 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrcl.data.decoding import rgb_to_grey
 from cxrcl.data.labels import canonical
+from cxrcl.data.npz_files import iter_npz_rows, npz_header, npz_keys
 from cxrcl.data.prepared import LABEL_PREFIX, SPLITS, PreparedDataset
-from cxrcl.data.sources.common import (
-    clean_name,
-    finish,
-    iter_npz_rows,
-    npz_header,
-    npz_keys,
-    resize_chunks,
-    rgb_to_grey,
-    write_chunks,
-)
+from cxrcl.data.streaming import finish, resize_chunks, write_chunks
+from cxrcl.data.tables import clean_name
 from cxrcl.errors import CxrclError
 
 FLAG_RE = re.compile(r"^([a-z]+mnist(?:3d)?)(?:_(\d+))?$")

@@ -37,25 +37,21 @@ Our choices:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.data.sources.chexpert import LABEL_NAMES, map_observations, uncertain_policy
-from cxrcl.data.sources.common import (
-    SPLIT_ALIASES,
-    apply_split,
-    env_choice,
-    finish,
-    log,
-    order_columns,
-    read_table,
-    require_dir,
-    write_decoded,
-)
+from cxrcl.data.sources.inputs import env_choice, require_dir
+from cxrcl.data.splits import SPLIT_ALIASES, apply_split
+from cxrcl.data.streaming import finish, write_decoded
+from cxrcl.data.tables import order_columns, read_table
 from cxrcl.errors import CxrclError
 from cxrcl.text.sections import extract_sections
+
+log = logging.getLogger("cxrcl.data")
 
 LABELERS = ("chexpert", "negbio")
 LABELER_ENV = "CXRCL_MIMIC_LABELER"

@@ -38,6 +38,7 @@ Our choices:
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -46,18 +47,13 @@ from PIL import Image
 
 from cxrcl.data.labels import canonical
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
-    apply_split,
-    finish,
-    index_files,
-    log,
-    order_columns,
-    read_table,
-    require_dir,
-    split_with_official_test,
-    write_decoded,
-)
+from cxrcl.data.sources.inputs import index_files, require_dir
+from cxrcl.data.splits import apply_split, split_with_official_test
+from cxrcl.data.streaming import finish, write_decoded
+from cxrcl.data.tables import order_columns, read_table
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -140,7 +136,7 @@ def boxes_to_size(boxes: pd.DataFrame, size: int, image_sizes: dict[str, tuple[i
     """Box rows -> ``{file: JSON list}`` in the coordinates of a ``size`` x ``size`` prepared image.
 
     An image of width W, height H is padded to a centred square of side max(W, H) and resized
-    (as :func:`cxrcl.data.sources.common.pad_resize`); ``image_sizes`` gives (W, H) per file
+    (as :func:`cxrcl.data.decoding.pad_resize`); ``image_sizes`` gives (W, H) per file
     (default 1024 x 1024, the size of the published PNGs).
     """
     out: dict[str, list[dict]] = {}

@@ -22,29 +22,22 @@ finding, ...) are kept in meta.csv.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cxrcl.data.decoding import resize_stack
+from cxrcl.data.npz_files import iter_npz_rows, npz_header, npz_keys
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
-    apply_split,
-    check_label_values,
-    find_text_columns,
-    finish,
-    iter_npz_rows,
-    log,
-    npz_header,
-    npz_keys,
-    order_columns,
-    require_dir,
-    resize_chunks,
-    resize_stack,
-    unique_ids,
-    write_chunks,
-)
+from cxrcl.data.sources.inputs import require_dir
+from cxrcl.data.splits import apply_split, unique_ids
+from cxrcl.data.streaming import finish, resize_chunks, write_chunks
+from cxrcl.data.tables import check_label_values, find_text_columns, order_columns
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 CHUNK = 512
 

@@ -40,6 +40,7 @@ Our choices:
 
 from __future__ import annotations
 
+import logging
 import tarfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -49,17 +50,13 @@ import numpy as np
 import pandas as pd
 
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
-    apply_split,
-    finish,
-    index_files,
-    keep_or_abort,
-    log,
-    order_columns,
-    require_dir,
-    write_decoded,
-)
+from cxrcl.data.sources.inputs import index_files, require_dir
+from cxrcl.data.splits import apply_split
+from cxrcl.data.streaming import finish, keep_or_abort, write_decoded
+from cxrcl.data.tables import order_columns
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 SECTIONS = ("COMPARISON", "INDICATION", "FINDINGS", "IMPRESSION")
 TEXT_COLUMNS = ("report", "findings", "impression")

@@ -44,6 +44,7 @@ Our choices:
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +52,14 @@ import pandas as pd
 
 from cxrcl.data.dicom import dicom_salt
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
-    apply_split,
-    find_first,
-    finish,
-    keep_or_abort,
-    log,
-    order_columns,
-    require_dir,
-)
 from cxrcl.data.sources.dicom_dir import header_frame, salt_note, write_dicoms
+from cxrcl.data.sources.inputs import find_first, require_dir
+from cxrcl.data.splits import apply_split
+from cxrcl.data.streaming import finish, keep_or_abort
+from cxrcl.data.tables import order_columns
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 GRID = 1024  # RSNA's boxes are given on the 1024 x 1024 grid of the challenge images
 LABEL_FILES = ("stage_2_train_labels.csv", "stage_2_train_labels.csv.zip",
@@ -187,7 +185,7 @@ def box_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
 def scale_boxes(boxes, height: int, width: int, size: int) -> list:
     """``[x, y, w, h]`` boxes (1024 grid) -> ``[[finding, x0, y0, x1, y1]]`` in prepared pixels.
 
-    Same geometry as :func:`cxrcl.data.sources.common.pad_resize`: the image is centred in a
+    Same geometry as :func:`cxrcl.data.decoding.pad_resize`: the image is centred in a
     black square of side max(H, W) (offsets (side-H)//2, (side-W)//2), then resized to ``size``.
     """
     side = max(height, width)

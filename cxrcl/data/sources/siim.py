@@ -45,6 +45,7 @@ Our choices:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +54,6 @@ from PIL import Image
 
 from cxrcl.data.dicom import dicom_salt
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources.common import (
-    apply_split,
-    find_first,
-    finish,
-    keep_or_abort,
-    log,
-    order_columns,
-    require_dir,
-)
 from cxrcl.data.sources.dicom_dir import (
     find_dicoms,
     header_frame,
@@ -69,7 +61,13 @@ from cxrcl.data.sources.dicom_dir import (
     salt_note,
     write_dicoms,
 )
+from cxrcl.data.sources.inputs import find_first, require_dir
+from cxrcl.data.splits import apply_split
+from cxrcl.data.streaming import finish, keep_or_abort
+from cxrcl.data.tables import order_columns
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 GRID = (1024, 1024)  # the RLE is defined on the 1024 x 1024 challenge images
 RLE_FILES = ("train-rle.csv", "train-rle.csv.gz", "siim-pneumothorax-train-rle.csv.gz",

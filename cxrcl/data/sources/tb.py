@@ -40,6 +40,7 @@ Our choices:
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -47,19 +48,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxrcl.data import decoding
+from cxrcl.data.decoding import Decoded, pad_resize
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
-from cxrcl.data.sources import common
-from cxrcl.data.sources.common import (
-    Decoded,
-    apply_split,
-    finish,
-    log,
-    order_columns,
-    pad_resize,
-    require_dir,
-    write_decoded,
-)
+from cxrcl.data.sources.inputs import require_dir
+from cxrcl.data.splits import apply_split
+from cxrcl.data.streaming import finish, write_decoded
+from cxrcl.data.tables import order_columns
 from cxrcl.errors import CxrclError
+
+log = logging.getLogger("cxrcl.data")
 
 SETS = {"shenzhen": "CHNCXR", "montgomery": "MCUCXR"}
 LABEL_NAMES = ("tuberculosis", "no_finding")
@@ -185,7 +183,7 @@ def _union_mask(files: list[Path], size: int) -> np.ndarray | None:
 def decode_with_mask(path: str, size: int, mask_files: list[str]) -> Decoded:
     """``decode`` for :func:`write_decoded`: the image and the union of its mask files (an empty
     mask and ``has_mask`` 0 when there is none or none is readable)."""
-    image = common.load_grey(path, size)
+    image = decoding.load_grey(path, size)
     mask = _union_mask([Path(f) for f in mask_files], size)
     return Decoded(image, mask, {"has_mask": int(mask is not None)})
 
