@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, default=3)
     ev.add_argument("--degrade-test", type=int, default=0, metavar="LEVEL")
     ev.add_argument("--image-size", type=int, help="encoder input size (default: the run's)")
+    ev.add_argument("--val-labels", choices=["matched", "full"],
+                    help="linear: choose C on val labels sampled at the same fraction (matched, "
+                         "the default) or on all of them (full)")
 
     be = sub.add_parser("bench", help="efficiency of several methods, side by side in one process")
     be.add_argument("--methods", required=True, help="comma list of method specs")
@@ -195,7 +198,8 @@ def cmd_eval(args) -> int:
     from cxrcl.evaluation.protocol import evaluate
 
     result = evaluate(args.task, args.run, args.data, args.label, args.out, fractions=args.fractions,
-                      seeds=args.seeds, degrade_level=args.degrade_test, image_size=args.image_size)
+                      seeds=args.seeds, degrade_level=args.degrade_test, image_size=args.image_size,
+                      val_labels=args.val_labels)
     for frac, s in result["summary"].items():
         print(f"{args.task} {result['run']}: {float(frac):g} of labels -> AUROC "
               f"{s['auroc_mean']:.3f} ± {s['auroc_std']:.3f} ({s['n_seeds']} seeds)")
@@ -205,7 +209,10 @@ def cmd_eval(args) -> int:
 
 def cmd_bench(args) -> int:
     from cxrcl.evaluation.efficiency import benchmark
+    from cxrcl.evaluation.outputs import check_output
+    from cxrcl.evaluation.results import save_json
 
+    check_output(args.out, "json")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     from cxrcl.methods.registry import method_config
 
@@ -214,8 +221,7 @@ def cmd_bench(args) -> int:
     result = benchmark(methods, args.data, args.backbone, args.image_size, args.batch_size, args.steps,
                        args.warmup, measure_memory=not args.no_memory, reference=args.reference,
                        progress=lambda s: print(s, file=sys.stderr))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    save_json(result, args.out)
     ref = result["ratios_vs"]
     for name, r in result["methods"].items():
         ratio = result["ratios"][name]
@@ -235,16 +241,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    import numpy as np
-
     from cxrcl.data.prepared import PreparedDataset
+    from cxrcl.evaluation.outputs import check_output, write_npz
     from cxrcl.evaluation.protocol import extractor_for
 
+    check_output(args.out, "npz")
     ds = PreparedDataset.open(args.data)
     feats = extractor_for(args.run, ds)(ds.images)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, features=feats, id=ds.meta["id"].to_numpy(),
-                        split=ds.meta["split"].to_numpy())
+    write_npz(args.out, features=feats, id=ds.meta["id"].to_numpy(), split=ds.meta["split"].to_numpy())
     print(f"wrote {feats.shape[0]} x {feats.shape[1]} features to {args.out}")
     return 0
 

@@ -20,6 +20,7 @@ from cxrcl.data.normalize import to_model_input
 from cxrcl.errors import CxrclError
 from cxrcl.methods.registry import build_method
 from cxrcl.models.backbones import TokenBackbone, create_backbone
+from cxrcl.models.input_size import set_image_size
 from cxrcl.training.checkpoint import MODEL_FILE, load_weights
 
 RANDOM_PREFIX = "random:"
@@ -33,6 +34,7 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.backbone = backbone.to(self.device).eval()
         self.image_size, self.name, self.batch_size = image_size, name, batch_size
+        self.resized: dict | None = None
 
     @property
     def dim(self) -> int:
@@ -70,4 +72,7 @@ def load_encoder(run: str | Path, image_size: int | None = None, device=None, se
     trained_size = int(cfg["image_size"])
     method = build_method(cfg["method"], cfg["backbone"], trained_size, base=cfg.get("method_config"))
     load_weights(method, root / "checkpoints" / MODEL_FILE)
-    return Encoder(method.encoder, image_size or trained_size, str(root), device)
+    resized = set_image_size(method.encoder, image_size, trained_size) if image_size else None
+    encoder = Encoder(method.encoder, image_size or trained_size, str(root), device)
+    encoder.resized = resized  # how the backbone was adapted to image_size (None: unchanged)
+    return encoder

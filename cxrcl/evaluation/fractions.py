@@ -9,11 +9,17 @@ Our choices:
 - Size: ``n = max(ceil(fraction * N), |R|)`` where R is the guaranteed set below (at most
   2 L rows for L labels); fraction 1.0 returns every row.
 - Guarantee: for every label, the first known positive and the first known negative in a
-  seed-dependent random order are always included (the set R, listed first).
+  seed-dependent random order are always included (the set R, listed first; the stratified
+  order below is of the other rows).
 - Stratification: rows are grouped by their full label pattern (1 / 0 / unknown per label); the
-  remaining rows are ordered by systematic sampling within strata (the r-th row of a stratum of
-  size m, in random order, gets key (r + u_stratum) / m), so every prefix of the order holds each
-  stratum within one row of its proportional share, and thus every label's positive rate.
+  remaining rows (N of them, in K strata) are ordered by systematic sampling within strata (the
+  r-th row of a stratum of size m, in random order, gets key (r + u_stratum) / m, u uniform in
+  [0, 1)). A prefix of k rows is every row whose key is below some threshold t, so it holds
+  within one row of t * m of each stratum; the counts add up to k, so t is within K / N of k / N,
+  and each stratum's count is within 1 + K * m / N rows of its proportional share k * m / N: about
+  one row for the rare patterns, a few rows for the large ones (tested). Label positive rates
+  follow, as sums of strata. (Exactly one row for every stratum and every prefix would need a
+  quota sequence such as Tijdeman's; we do not use one.)
 - Nesting: the order depends on the seed only, not on the fraction, so for a given seed the 1 %
   sample is a subset of the 10 % sample, which is a subset of 100 %.
 """
@@ -66,8 +72,16 @@ def sample_order(labels: np.ndarray, seed: int) -> np.ndarray:
     perm = rng.permutation(n_rows)
     rank = np.empty(n_rows, dtype=np.int64)
     rank[perm] = np.arange(n_rows)
+    required = guaranteed_rows(y, perm)
+    others = np.setdiff1d(np.arange(n_rows), required)
+    return np.concatenate([required, others[stratified_order(y[others], rank[others], rng)]])
 
-    # guaranteed rows: first known positive and first known negative per label, in perm order
+
+def guaranteed_rows(y: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """The first known positive and first known negative of every label in ``perm`` order
+    (distinct rows, in that order)."""
+    rank = np.empty(len(y), dtype=np.int64)
+    rank[perm] = np.arange(len(y))
     required: list[int] = []
     for j in range(y.shape[1]):
         col = y[perm, j]
@@ -77,24 +91,28 @@ def sample_order(labels: np.ndarray, seed: int) -> np.ndarray:
                 row = int(perm[hit[0]])
                 if row not in required:
                     required.append(row)
-    required_arr = np.array(sorted(required, key=lambda r: rank[r]), dtype=np.int64)
+    return np.array(sorted(required, key=lambda r: rank[r]), dtype=np.int64)
 
-    # strata = label patterns (NaN coded as 2)
+
+def stratified_order(y: np.ndarray, rank: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Positions of ``y``'s rows in systematic-sampling order within strata (label patterns, NaN
+    coded as 2): the r-th row of a stratum of size m (in ``rank`` order) gets key (r + u) / m with
+    one uniform u per stratum; rows by key, ties by rank (the bound is in the module docstring)."""
+    n_rows = len(y)
+    if n_rows == 0:
+        return np.arange(0)
     codes = np.where(np.isnan(y), 2, y).astype(np.int8)
     _, stratum = np.unique(codes, axis=0, return_inverse=True)
     stratum = stratum.reshape(-1)
-    n_strata = int(stratum.max()) + 1 if n_rows else 0
+    n_strata = int(stratum.max()) + 1
     offset = rng.random(n_strata)
     sizes = np.bincount(stratum, minlength=n_strata)
-    # rank within stratum, following perm
-    by_stratum = np.lexsort((rank, stratum))
+    by_stratum = np.lexsort((rank, stratum))  # rank within stratum, following rank
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     within = np.empty(n_rows, dtype=np.int64)
     within[by_stratum] = np.arange(n_rows) - starts[stratum[by_stratum]]
     key = (within + offset[stratum]) / sizes[stratum]
-    rest = np.lexsort((rank, key))  # by key, ties by random rank
-    rest = rest[~np.isin(rest, required_arr)]
-    return np.concatenate([required_arr, rest])
+    return np.lexsort((rank, key))
 
 
 def _required_count(y: np.ndarray, order: np.ndarray) -> int:

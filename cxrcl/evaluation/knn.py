@@ -4,7 +4,8 @@ Protocol: same features, label fractions, seeds and JSON as the linear probe (ta
 Features are L2-normalised; for each test image the k most cosine-similar labelled train images
 (known label only; k capped at their number) vote with weights exp(similarity / 0.07) (the
 weighted kNN of InstDisc / DINO); the score is the weighted fraction of positive votes, and AUROC
-is computed from it. The val split is not used (there is nothing to tune).
+is computed from it. The val split is not used: k is fixed, not selected (the JSON's
+``protocol.val_labels`` says so).
 """
 
 from __future__ import annotations
@@ -59,4 +60,5 @@ def knn_probe(ds: PreparedDataset | str | os.PathLike, extract, labels: str | Se
     return run_probe(ds, extract, labels, task="knn", fit_predict=fit_predict,
                      fractions=fractions, seeds=seeds, degrade_level=degrade_level,
                      run_name=run_name, batch_size=batch_size, features=features,
-                     transform=l2_normalize, protocol=protocol, extra={"k": int(k), **(extra or {})})
+                     transform=l2_normalize, protocol=protocol, extra={"k": int(k), **(extra or {})},
+                     val_labels=None)

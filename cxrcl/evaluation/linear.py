@@ -6,7 +6,10 @@ degraded); for every label fraction and seed the labelled sample comes from
 fitted on the sampled train rows whose label is known, C is chosen from ``C_GRID`` by AUROC on
 the val rows with a known label (ties -> the smaller C, i.e. more regularisation; if val lacks a
 class for that label, C = 1.0 and ``c_selected_by`` records ``"default"``), and the chosen model
-is scored by AUROC on the test rows with a known label. Seeds change the labelled sample only.
+is scored by AUROC on the test rows with a known label. Seeds change the labelled samples only.
+The val rows are themselves sampled at the label fraction by default (``val_labels="matched"``):
+choosing C on the full val split at 1 % labels uses ten times more labels than the probe is
+allowed to train on, which a user with 1 % of the labels does not have.
 
 Our choice of scaler (``scaler="global"``, the default): centre every feature and divide all of
 them by ONE scale, the RMS of the centred features, both fitted on the labelled rows. This makes
@@ -106,10 +109,13 @@ def linear_probe(ds: PreparedDataset | str | os.PathLike, extract, labels: str |
                  fractions=DEFAULT_FRACTIONS, seeds: int | Sequence[int] = 3,
                  degrade_level: int = 0, run_name: str = "encoder", *,
                  c_grid: Sequence[float] = C_GRID, scaler: str = "global", batch_size: int = 256,
-                 features: Features | None = None, extra: dict | None = None) -> dict:
+                 features: Features | None = None, extra: dict | None = None,
+                 val_labels: str = "matched") -> dict:
     """Linear-probe AUROC at each label fraction and seed; returns the CLI.md eval JSON (task
     ``"linear"``). ``extract``: images uint8 [N, H, W] -> float32 [N, D]; ``labels``: names,
-    a comma list or ``"all"``; ``seeds``: K (seeds 0..K-1) or a list."""
+    a comma list or ``"all"``; ``seeds``: K (seeds 0..K-1) or a list; ``val_labels``: the val
+    labels C is chosen on, ``"matched"`` (sampled at the same fraction and seed as the train
+    labels) or ``"full"`` (see :data:`cxrcl.evaluation.results.VAL_LABELS`)."""
     grid = tuple(float(c) for c in c_grid)
     if scaler not in SCALERS:
         raise ValueError(f"scaler must be one of {sorted(SCALERS)}, got {scaler!r}")
@@ -123,11 +129,12 @@ def linear_probe(ds: PreparedDataset | str | os.PathLike, extract, labels: str |
         "scaler": scaler + (" (centre per feature, one global RMS scale)" if scaler == "global"
                             else " (per-feature standardisation)"),
         "C_grid": list(grid),
-        "C_selection": "val AUROC (ties -> smaller C); C=1.0 when val lacks a class",
+        "C_selection": "AUROC on the val labels of 'val_labels' (ties -> smaller C); C=1.0 when "
+                       "they lack a class",
         "fraction_sampler": "cxrcl.evaluation.fractions.sample_label_fraction (stratified, "
                             ">=1 positive and negative per label, nested over fractions)",
     }
     return run_probe(ds, extract, labels, task="linear", fit_predict=fit_predict,
                      fractions=fractions, seeds=seeds, degrade_level=degrade_level,
                      run_name=run_name, batch_size=batch_size, features=features,
-                     protocol=protocol, extra=extra)
+                     protocol=protocol, extra=extra, val_labels=val_labels)

@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cxrcl.evaluation.outputs import save_figure
+
 
 @dataclass
 class Curve:
@@ -70,7 +72,7 @@ def plot_loss_curves(runs: Sequence[tuple[str, np.ndarray, np.ndarray]], path: P
     ax.grid(alpha=0.3)
     if runs:
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     return Path(path)
 
 
@@ -94,7 +96,7 @@ def plot_auroc_vs_fraction(panels: Sequence[tuple[str, Sequence[Curve]]], path: 
         ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     return Path(path)
 
 
@@ -114,5 +116,5 @@ def plot_bench(benches: Sequence[tuple[str, dict]], path: Path) -> Path:
             ax.set_ylabel(label)
             ax.set_title(f"{title}: {label}", fontsize=9)
             ax.grid(alpha=0.3, axis="y")
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     return Path(path)

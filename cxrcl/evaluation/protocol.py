@@ -18,7 +18,8 @@ from cxrcl.errors import CxrclError
 from cxrcl.evaluation.features import fit_pixel_pca
 from cxrcl.evaluation.knn import knn_probe
 from cxrcl.evaluation.linear import linear_probe
-from cxrcl.evaluation.results import save_json
+from cxrcl.evaluation.outputs import check_output
+from cxrcl.evaluation.results import VAL_LABELS, save_json
 
 PROBES = {"linear": linear_probe, "knn": knn_probe}
 
@@ -34,17 +35,31 @@ def extractor_for(run: str, ds: PreparedDataset, image_size: int | None = None):
 
 def evaluate(task: str, run: str | Path, data: str | Path, labels: str, out: str | Path | None = None,
              fractions=(0.01, 0.1, 1.0), seeds: int = 3, degrade_level: int = 0,
-             image_size: int | None = None) -> dict:
+             image_size: int | None = None, val_labels: str | None = None) -> dict:
+    """``val_labels`` (linear only): ``"matched"`` (default) or ``"full"``, the val labels the
+    probe's C is chosen on (:data:`cxrcl.evaluation.results.VAL_LABELS`)."""
     if task not in PROBES:
         raise CxrclError(f"unknown evaluation task {task!r}; available: {', '.join(PROBES)}")
+    options = {}
+    if val_labels is not None:
+        if task != "linear":
+            raise CxrclError(f"--val-labels applies to the linear probe only: {task} selects nothing "
+                             "on the val split")
+        if val_labels not in VAL_LABELS:
+            raise CxrclError(f"--val-labels {val_labels!r}: choose one of {', '.join(VAL_LABELS)}")
+        options["val_labels"] = val_labels
+    if out is not None:
+        out = check_output(out, "json")
     ds = PreparedDataset.open(data)
     names = ds.resolve_labels(labels)
     run = str(run)
     extract = extractor_for(run, ds, image_size)
     command = "cxrcl " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "cxrcl" else None
+    extra = {"command": command} if command else {}
+    if getattr(extract, "resized", None):
+        extra["input_size"] = extract.resized
     result = PROBES[task](ds, extract, names, fractions=fractions, seeds=seeds,
-                          degrade_level=degrade_level, run_name=run,
-                          extra={"command": command} if command else None)
+                          degrade_level=degrade_level, run_name=run, extra=extra or None, **options)
     if out is not None:
         save_json(result, out)
     return result

@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from cxrcl.errors import CxrclError
+from cxrcl.evaluation.outputs import check_output
 from cxrcl.evaluation.plots import Curve, plot_auroc_vs_fraction, plot_bench, plot_loss_curves
 from cxrcl.evaluation.results import summarize
+from cxrcl.io import atomic_write
 
 DASH = "–"
 BENCH_METRICS = (
@@ -464,9 +466,8 @@ def write_report(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     """Write the Markdown report to ``out`` and its PNG plots beside it; returns ``out``."""
     if not inputs:
         raise CxrclError("no report inputs: give eval/bench JSON files or run directories")
+    out = check_output(out, "report")
     found = collect_inputs(inputs)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.stem if out.suffix else out.name
 
     def png(kind: str) -> Path:
@@ -495,7 +496,6 @@ def write_report(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     if found.skipped:
         lines += [f"## Skipped ({len(found.skipped)})", ""]
         lines += [f"- `{p}`: {why}" for p, why in found.skipped] + [""]
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, out)
+    text = "\n".join(lines).rstrip() + "\n"
+    atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out

@@ -3,15 +3,18 @@
 :func:`run_probe` is the protocol common to the linear and kNN probes: features of train / val /
 test are extracted once; for every (fraction, seed) the labelled sample is drawn from the train
 split by :func:`cxrcl.evaluation.fractions.sample_label_fraction` (seeds control that sample and
-nothing else); per label, a probe is fitted on the sampled rows whose label is known and scored
-by AUROC on the test rows whose label is known. Identical samples (e.g. fraction 1.0 under every
+nothing else); so are the val labels a probe may select hyper-parameters on, at the same fraction
+and seed (``val_labels="matched"``, the default: at 1 % labels a user does not have a full
+labelled val split either) or all of them (``"full"``); per label, a probe is fitted on the
+sampled rows whose label is known and scored by AUROC on the test rows whose label is known. Identical samples (e.g. fraction 1.0 under every
 seed) are evaluated once and reused, since the probes are deterministic.
 
 JSON (:func:`build_result`)::
 
     {"task", "run", "labels", "data": {"path", "source", "content_hash", "split_hash", "n", "size"},
      "degrade_test", "feature_dim", "protocol": {...},
-     "results": [{"fraction", "seed", "n_train", "n_train_per_label", "auroc", "auroc_per_label",
+     "results": [{"fraction", "seed", "n_train", "n_val", "n_train_per_label", "n_val_per_label",
+                  "auroc", "auroc_per_label",
                   ...probe details per label}],
      "summary": {"0.01": {"auroc_mean", "auroc_std", "n_train_mean", "n_seeds",
                           "auroc_per_label_mean"}}, "cxrcl_version", "timing"}
@@ -41,8 +44,18 @@ from cxrcl.evaluation.fractions import (
     sample_label_fraction,
     seed_list,
 )
+from cxrcl.evaluation.outputs import write_json
 
 # fit_predict(x_train, y_train, x_val, y_val, x_test) -> (test scores, {detail: value})
+# Which val labels a probe may select its hyper-parameters on (recorded in the JSON's protocol).
+VAL_LABELS = {
+    "matched": "matched: the val labels used for selection are sampled at the same fraction and "
+               "seed as the train labels (stratified, >= 1 positive and 1 negative per label), as "
+               "a user with that few labels has them; all of val at fraction 1.0",
+    "full": "full: every known val label is used for selection at every fraction (more labels "
+            "than the fraction implies)",
+}
+VAL_UNUSED = "unused: nothing is selected on the val split"
 FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
                       tuple[np.ndarray, dict]]
 
@@ -71,12 +84,17 @@ def run_probe(ds: PreparedDataset | str | os.PathLike, extract, labels: str | Se
               seeds: int | Sequence[int] = 3, degrade_level: int = 0, run_name: str = "encoder",
               batch_size: int = 256, features: Features | None = None,
               transform: Callable[[np.ndarray], np.ndarray] | None = None,
-              protocol: dict | None = None, extra: dict | None = None) -> dict:
+              protocol: dict | None = None, extra: dict | None = None,
+              val_labels: str | None = "matched") -> dict:
     """Run one probe over all (fraction, seed) pairs and return the eval JSON (a dict).
 
     ``features`` (the output of :func:`extract_splits`) skips extraction; ``transform`` is applied
-    to every split's features once (e.g. L2 normalisation for kNN).
+    to every split's features once (e.g. L2 normalisation for kNN). ``val_labels`` says which
+    val labels ``fit_predict`` may select on (:data:`VAL_LABELS`); ``None`` for a probe that
+    selects nothing on val.
     """
+    if val_labels is not None and val_labels not in VAL_LABELS:
+        raise CxrclError(f"--val-labels {val_labels!r}: choose one of {', '.join(VAL_LABELS)}")
     ds = open_dataset(ds)
     labels = ds.resolve_labels(labels)
     fractions = parse_fractions(fractions)
@@ -97,14 +115,18 @@ def run_probe(ds: PreparedDataset | str | os.PathLike, extract, labels: str | Se
     for fraction in fractions:
         for seed in seeds:
             sample = sample_label_fraction(ytr, fraction, seed)
-            key = sample.tobytes()
+            val_sample = val_rows(yva, fraction, seed, val_labels)
+            key = sample.tobytes() + b"/" + val_sample.tobytes()
             if key not in cache:
-                cache[key] = _evaluate_sample(sample, labels, fit_predict, ftr, ytr, fva, yva, fte, yte)
-            results.append({"fraction": fraction, "seed": seed, "n_train": int(len(sample)),
+                cache[key] = _evaluate_sample(sample, val_sample, labels, fit_predict, ftr, ytr,
+                                              fva, yva, fte, yte)
+            n_val = {"n_val": int(len(val_sample))} if val_labels is not None else {}
+            results.append({"fraction": fraction, "seed": seed, "n_train": int(len(sample)), **n_val,
                             **json.loads(json.dumps(cache[key]))})
     t2 = time.perf_counter()
+    protocol = {**(protocol or {}), "val_labels": VAL_LABELS.get(val_labels, VAL_UNUSED)}
     if degrade_level:
-        protocol = {**(protocol or {}), "degrade_seed": 0,
+        protocol = {**protocol, "degrade_seed": 0,
                     "degrade": "cxrcl.data.degrade.degrade on the test split only"}
     return build_result(task=task, run_name=run_name, labels=labels, ds=ds,
                         degrade_level=degrade_level, feature_dim=int(ftr.shape[1]),
@@ -113,8 +135,21 @@ def run_probe(ds: PreparedDataset | str | os.PathLike, extract, labels: str | Se
                         extra=extra)
 
 
-def _evaluate_sample(sample, labels, fit_predict, ftr, ytr, fva, yva, fte, yte) -> dict:
-    per_label, n_per_label, details = {}, {}, {}
+def val_rows(y_val: np.ndarray, fraction: float, seed: int, val_labels: str | None) -> np.ndarray:
+    """Positions (into the val split) of the labels a probe may select on: ``"matched"`` samples
+    them like the train labels (same fraction and seed, stratified, >= 1 positive and negative per
+    label where val has them); ``"full"`` (and fraction 1.0) keeps every val row; ``None`` (a probe
+    that uses no val labels) none."""
+    if val_labels is None:
+        return np.arange(0)
+    if val_labels == "matched":
+        return sample_label_fraction(y_val, fraction, seed)
+    return np.arange(len(y_val))
+
+
+def _evaluate_sample(sample, val_sample, labels, fit_predict, ftr, ytr, fva, yva, fte, yte) -> dict:
+    per_label, n_per_label, n_val_per_label, details = {}, {}, {}, {}
+    fva, yva = fva[val_sample], yva[val_sample]
     for j, name in enumerate(labels):
         y_s = ytr[sample, j]
         known = ~np.isnan(y_s)
@@ -125,9 +160,12 @@ def _evaluate_sample(sample, labels, fit_predict, ftr, ytr, fva, yva, fte, yte) 
         scores, info = fit_predict(x_train, y_train, fva[vm], yva[vm, j].astype(int), fte[tm])
         per_label[name] = float(roc_auc_score(yte[tm, j].astype(int), scores))
         n_per_label[name] = int(known.sum())
+        if len(val_sample):
+            n_val_per_label[name] = int(vm.sum())
         for k, v in info.items():
             details.setdefault(f"{k}_per_label", {})[name] = v
-    return {"n_train_per_label": n_per_label, "auroc": float(np.mean(list(per_label.values()))),
+    val = {"n_val_per_label": n_val_per_label} if n_val_per_label else {}
+    return {"n_train_per_label": n_per_label, **val, "auroc": float(np.mean(list(per_label.values()))),
             "auroc_per_label": per_label, **details}
 
 
@@ -201,14 +239,8 @@ def _clean(obj):
 
 
 def save_json(result: dict, path: str | os.PathLike) -> Path:
-    """Write ``result`` as indented strict JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(result), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``result`` as indented strict JSON (NaN -> null), atomically (temp file + rename)."""
+    return write_json(_clean(result), path)
 
 
 def load_json(path: str | os.PathLike) -> dict:

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from cxrcl.errors import CxrclError
-from cxrcl.evaluation.fractions import parse_fractions, sample_label_fraction, seed_list
+from cxrcl.evaluation.fractions import (
+    _required_count,
+    parse_fractions,
+    sample_label_fraction,
+    sample_order,
+    seed_list,
+    stratified_order,
+)
 
 
 def _labels(n=1000, seed=1):
@@ -30,12 +37,49 @@ def test_size_and_one_positive_one_negative_per_label(fraction, seed):
     assert ((y[s] == 1).sum(0) >= 1).all() and ((y[s] == 0).sum(0) >= 1).all()
 
 
+def _strata(y):
+    codes = np.where(np.isnan(y), 2, y).astype(np.int8)
+    return np.unique(codes, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 7])
+def test_every_prefix_holds_each_stratum_within_the_documented_bound(seed):
+    """The module docstring: every prefix of k rows of the stratified order holds each stratum
+    (size m, K strata, N rows) within 1 + K * m / N rows of its proportional share k * m / N."""
+    y = _labels(n=5000)
+    rng = np.random.default_rng(seed)
+    order = stratified_order(y, rng.permutation(len(y)), rng)
+    stratum = _strata(y)[order]
+    m = np.bincount(stratum).astype(float)
+    n_rows, k_strata = len(order), int((m > 0).sum())
+    bound = 1 + k_strata * m / n_rows
+    counts = np.zeros_like(m)
+    worst_rare = 0.0
+    for k, s in enumerate(stratum, start=1):
+        counts[s] += 1
+        dev = np.abs(counts - k * m / n_rows)
+        assert (dev <= bound + 1e-9).all(), (k, dev.max())
+        worst_rare = max(worst_rare, dev[m < n_rows / k_strata].max())
+    assert worst_rare < 2.0  # "about one row for the rare patterns"
+
+
+def test_order_is_guaranteed_rows_then_the_stratified_rest():
+    y = _labels()
+    order = sample_order(y, 5)
+    assert np.array_equal(np.sort(order), np.arange(len(y)))
+    n_req = _required_count(y, order)
+    assert n_req <= 2 * y.shape[1]
+    head = y[order[:n_req]]
+    assert ((head == 1).any(0) & (head == 0).any(0)).all()
+
+
 def test_stratified_positive_rate():
     y = _labels(n=5000)
     s = sample_label_fraction(y, 0.1, seed=3)
-    # every label's positive rate (among known) within 1.5 points of the full train split
-    assert np.allclose(np.nanmean(y[s], 0), np.nanmean(y, 0), atol=0.015)
-    assert np.allclose(np.isnan(y[s]).mean(0), np.isnan(y).mean(0), atol=0.015)
+    # 500 rows: each label's positive and unknown counts are sums of strata, so they stay within
+    # the sum of the strata bounds of the share of the full train split (here < 1 point)
+    assert np.allclose(np.nanmean(y[s], 0), np.nanmean(y, 0), atol=0.01)
+    assert np.allclose(np.isnan(y[s]).mean(0), np.isnan(y).mean(0), atol=0.01)
 
 
 def test_nested_and_full():

@@ -113,3 +113,56 @@ def test_default_c_when_val_lacks_a_class_and_global_scaler():
     assert np.allclose(z.mean(0), 0) and np.isclose((z ** 2).sum(1).mean() / 5, 1.0)
     # relative scale kept: the 100x feature stays the largest
     assert z.std(0).argmax() == 4
+
+
+def _spy_on_val(visible_ds, val_labels, fractions=(0.1, 1.0), seeds=2):
+    """Run the shared probe loop with a fit_predict that records the val labels it is given."""
+    from cxrcl.evaluation.results import run_probe
+
+    seen = []
+
+    def fit_predict(xt, yt, xv, yv, xte):
+        seen.append(len(yv))
+        return np.zeros(len(xte)), {}
+
+    res = run_probe(visible_ds, pixel_extractor, ["square"], task="linear", fit_predict=fit_predict,
+                    fractions=fractions, seeds=seeds, val_labels=val_labels)
+    return res, seen
+
+
+def test_val_labels_are_sampled_at_the_label_fraction_by_default(visible_ds):
+    from cxrcl.evaluation.fractions import sample_label_fraction
+
+    res, seen = _spy_on_val(visible_ds, "matched")
+    y_val = visible_ds.labels(["square"], visible_ds.indices("val"))
+    known_val = int((~np.isnan(y_val[:, 0])).sum())
+    assert res["protocol"]["val_labels"].startswith("matched")
+    for r in res["results"]:
+        rows = sample_label_fraction(y_val, r["fraction"], r["seed"])
+        assert r["n_val"] == len(rows)
+        assert r["n_val_per_label"]["square"] == int((~np.isnan(y_val[rows, 0])).sum())
+        if r["fraction"] < 1:
+            # 10 % of the val split (not all of it), and both classes to choose C on
+            assert r["n_val"] == int(np.ceil(0.1 * len(y_val)))
+            assert {0, 1} <= set(y_val[rows, 0][~np.isnan(y_val[rows, 0])].astype(int))
+        else:
+            assert r["n_val_per_label"]["square"] == known_val
+    # fit_predict saw exactly those val labels (0.1 x 2 seeds, then 1.0 evaluated once)
+    assert seen == [res["results"][i]["n_val_per_label"]["square"] for i in (0, 1, 2)]
+    assert seen[0] < known_val and seen[-1] == known_val
+
+
+def test_full_val_labels_on_request_and_recorded(visible_ds):
+    res, seen = _spy_on_val(visible_ds, "full", fractions=(0.1,), seeds=1)
+    known_val = int((~np.isnan(visible_ds.labels(["square"], visible_ds.indices("val"))[:, 0])).sum())
+    assert res["protocol"]["val_labels"].startswith("full") and seen == [known_val]
+    with pytest.raises(CxrclError, match="val-labels"):
+        _spy_on_val(visible_ds, "some")
+
+
+def test_linear_probe_records_val_labels_and_knn_uses_none(visible_ds):
+    lin = linear_probe(visible_ds, pixel_extractor, "all", fractions=(0.1,), seeds=1)
+    assert lin["protocol"]["val_labels"].startswith("matched")
+    assert lin["results"][0]["n_val"] < len(visible_ds.indices("val"))
+    knn = knn_probe(visible_ds, pixel_extractor, "all", fractions=(0.1,), seeds=1)
+    assert knn["protocol"]["val_labels"].startswith("unused") and "n_val" not in knn["results"][0]

@@ -1,0 +1,68 @@
+"""Atomic output files: written to a temporary name in the same folder, then renamed.
+
+A kill at any moment leaves either the previous file or the complete new one, never a half
+file that a later command would read as valid. Every output cxrcl writes (run configs,
+summaries, eval/bench JSON, reports, embeddings) goes through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from cxrcl.errors import CxrclError
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail early, in one sentence, when ``path`` is a directory or its folder is not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise CxrclError(f"{what} {path} is a directory: name a file, e.g. {path / 'result.json'}")
+    parent = path.parent
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise CxrclError(f"cannot write {what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CxrclError(f"cannot write {what} {path}: {probe} is not writable; choose another path")
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Fail early, in one sentence, when folder ``path`` cannot be made or written."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CxrclError(f"cannot use {what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CxrclError(f"cannot use {what} {path}: {probe} is not writable; choose another path")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
