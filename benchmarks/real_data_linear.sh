@@ -24,7 +24,7 @@ for exp in "${EXPERIMENTS[@]}"; do
   for method in ${METHODS:-spcl simclr}; do
     run="$WORK/runs/${data}_${method}"
     if [ ! -f "$run/summary.json" ] || ! grep -q '"complete": true' "$run/summary.json"; then
-      resume=""; [ -f "$run/checkpoints/last.state.json" ] && resume="--resume"
+      resume=""; compgen -G "$run/checkpoints/step-*" >/dev/null && resume="--resume"
       "$CXRCL" pretrain "$method" --data "$WORK/$data" --out "$run" --backbone "$backbone" \
         --epochs "$epochs" --batch-size 64 --no-progress $resume
     fi

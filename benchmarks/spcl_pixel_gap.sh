@@ -25,7 +25,7 @@ for v in "${VARIANTS[@]}"; do
   IFS='|' read -r name spec backbone epochs <<<"$v"
   run="$WORK/gap_runs/$name"
   if [ ! -f "$run/summary.json" ] || ! grep -q '"complete": true' "$run/summary.json"; then
-    resume=""; [ -f "$run/checkpoints/last.state.json" ] && resume="--resume"
+    resume=""; compgen -G "$run/checkpoints/step-*" >/dev/null && resume="--resume"
     "$CXRCL" pretrain "$spec" --data "$DATA" --out "$run" --backbone "$backbone" --epochs "$epochs" \
       --batch-size 64 --no-progress $resume
   fi

@@ -16,6 +16,7 @@ from cxrcl.data.phantom import make_phantom
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.evaluation.protocol import evaluate
 from cxrcl.evaluation.report import write_report
+from cxrcl.training.checkpoint import latest_checkpoint
 from cxrcl.training.fit import pretrain
 
 
@@ -49,7 +50,7 @@ def run_demo(out: Path, quick: bool = False, plan: DemoPlan | None = None) -> Pa
     print(f"[2/4] S-PCL pre-training on the train split ({len(ds.indices('train'))} images), "
           f"{plan.steps} steps of {plan.batch_size} on {plan.backbone}")
     if not (run / "summary.json").exists() or not json.loads((run / "summary.json").read_text()).get("complete"):
-        resume = (run / "checkpoints" / "last.state.json").exists()
+        resume = latest_checkpoint(run / "checkpoints") is not None
         pretrain("spcl", data, run, backbone=plan.backbone, resume=resume,
                  train_overrides={"steps": plan.steps, "batch_size": plan.batch_size,
                                   "lr": plan.lr, "log_every": 5})

@@ -21,7 +21,7 @@ from cxrcl.errors import CxrclError
 from cxrcl.methods.registry import build_method
 from cxrcl.models.backbones import TokenBackbone, create_backbone
 from cxrcl.models.input_size import set_image_size
-from cxrcl.training.checkpoint import MODEL_FILE, load_weights
+from cxrcl.training.checkpoint import load_weights, model_file
 
 RANDOM_PREFIX = "random:"
 
@@ -71,7 +71,7 @@ def load_encoder(run: str | Path, image_size: int | None = None, device=None, se
     cfg = yaml.safe_load(cfg_path.read_text())
     trained_size = int(cfg["image_size"])
     method = build_method(cfg["method"], cfg["backbone"], trained_size, base=cfg.get("method_config"))
-    load_weights(method, root / "checkpoints" / MODEL_FILE)
+    load_weights(method, model_file(root))
     resized = set_image_size(method.encoder, image_size, trained_size) if image_size else None
     encoder = Encoder(method.encoder, image_size or trained_size, str(root), device)
     encoder.resized = resized  # how the backbone was adapted to image_size (None: unchanged)

@@ -4,3 +4,11 @@ file and the fix) and exits non-zero, never a traceback."""
 
 class CxrclError(Exception):
     """A problem with the user's input or environment that they can fix."""
+
+    exit_code = 2
+
+
+class RunStopped(CxrclError):
+    """A pre-training run stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
+
+    exit_code = 130

@@ -7,6 +7,7 @@ string unless the target field is a tuple). Unknown keys are an error that lists
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Iterable
 from typing import Any
@@ -49,12 +50,57 @@ def _coerce(value: Any, annotation: Any) -> Any:
     return value
 
 
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return "a comma list of " + " and ".join(_type_name(a) for a in typing.get_args(annotation)
+                                                 if a is not Ellipsis)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a)
+                           for a in typing.get_args(annotation))
+    return {int: "a whole number", float: "a number", str: "text", bool: "true or false"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def matches_type(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` (after coercion) is of the field type ``annotation``."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is tuple:
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        if not isinstance(value, tuple):
+            return False
+        if Ellipsis in typing.get_args(annotation):
+            return all(matches_type(v, args[0]) for v in value)
+        return len(value) == len(args) and all(matches_type(v, a) for v, a in zip(value, args, strict=True))
+    if origin in (dict, list):
+        return isinstance(value, origin)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
 def apply_overrides(config: Any, overrides: dict[str, Any], what: str) -> Any:
-    """Return a copy of dataclass ``config`` with ``overrides`` applied (keys checked, types coerced)."""
+    """Return a copy of dataclass ``config`` with ``overrides`` applied (keys checked, types
+    coerced and checked: ``steps: "ten"`` is one sentence naming the key, not a later TypeError)."""
+    if not isinstance(overrides, dict):
+        raise CxrclError(f"{what} settings must be a mapping of KEY: VALUE, got {overrides!r}")
     fields = {f.name: f for f in dataclasses.fields(config)}
     check_keys(what, overrides, fields)
     hints = typing.get_type_hints(type(config))
     values = {k: _coerce(v, hints.get(k)) for k, v in overrides.items()}
+    for k, v in values.items():
+        if k in hints and not matches_type(v, hints[k]):
+            raise CxrclError(f"{what} setting {k}={overrides[k]!r} must be {_type_name(hints[k])}")
     try:
         return dataclasses.replace(config, **values)
     except (TypeError, ValueError) as e:

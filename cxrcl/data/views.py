@@ -105,9 +105,23 @@ def augment(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig = AugmentCon
 
 # ----------------------------------------------------------------------------- partitions
 def partition_sizes(n: int, ratios: tuple[float, ...]) -> list[int]:
-    """Token counts per view for ``n`` tokens; ratios sum to <= 1 (the rest is dropped)."""
+    """Token counts per view for ``n`` tokens; ratios sum to <= 1 (the rest is dropped).
+
+    With ratios summing to 1 the views cover every token: the counts are the floors of
+    ``r * n`` plus the remainder dealt by largest fractional part (49 tokens at 0.5/0.5 give
+    25 + 24, never 24 + 24). Otherwise each count is ``round(r * n)`` (at least 1).
+    """
     if any(r <= 0 for r in ratios) or sum(ratios) > 1 + 1e-9:
         raise ValueError(f"partition ratios {ratios} must be > 0 and sum to <= 1")
+    if abs(sum(ratios) - 1) <= 1e-9:
+        exact = [r * n for r in ratios]
+        sizes = [int(x) for x in exact]
+        by_remainder = sorted(range(len(ratios)), key=lambda i: (-(exact[i] - sizes[i]), i))
+        for i in by_remainder[:n - sum(sizes)]:
+            sizes[i] += 1
+        if min(sizes) < 1:
+            raise ValueError(f"partition ratios {ratios} leave a view without tokens out of {n}")
+        return sizes
     sizes = [max(1, int(round(r * n))) for r in ratios]
     if sum(sizes) > n:
         raise ValueError(f"partition ratios {ratios} ask for {sum(sizes)} of {n} tokens")

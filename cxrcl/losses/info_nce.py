@@ -12,6 +12,10 @@ One loss for every contrastive method in cxrcl, in three forms:
 * weighted: ``weights`` [N] scales each sample's loss (e.g. CoMCL's self-paced weights); the loss
   is ``sum(w * l) / sum(w)``. All-ones weights give the plain loss exactly.
 
+Precision: the similarities, the log-sum-exp and the loss are computed in float32 with autocast
+disabled, also inside a ``bf16-mixed`` run (a ``.float()`` cast alone is undone by autocast on the
+next matmul, and bf16 logits lose the small differences between near-identical negatives).
+
 Distributed: embeddings are all-gathered with lightly's ``GatherLayer`` (gradients flow back to
 the rank that produced them). Each rank returns the mean over its local queries; DDP averages the
 gradients over ranks, so W processes on N samples each get the same loss and gradient as one
@@ -62,6 +66,16 @@ def info_nce(
         raise ValueError(f"q and k must both be [N, D]; got {tuple(q.shape)} and {tuple(k.shape)}")
     if targets is not None and intra_view_negatives:
         raise ValueError("soft targets are defined over keys only; use intra_view_negatives=False")
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return _info_nce_fp32(q, k, temperature, targets, weights, symmetric, intra_view_negatives,
+                              gather)
+
+
+def _info_nce_fp32(q, k, temperature, targets, weights, symmetric, intra_view_negatives, gather):
+    if torch.is_tensor(temperature):
+        temperature = temperature.float()
+    if targets is not None:
+        targets = targets.float()
     q = F.normalize(q.float(), dim=-1)
     k = F.normalize(k.float(), dim=-1)
     n = q.shape[0]

@@ -4,6 +4,13 @@ A method exposes ``training_step(images, generator) -> dict`` whose ``"loss"`` i
 other entries are logged. ``images`` is a normalised batch [B, 1, S, S] from
 :func:`cxrcl.data.normalize.to_model_input`; every random draw of the step comes from
 ``generator`` so a resumed run is exact. Methods know nothing of the CLI, files or DDP.
+
+The loop tells a method where it is before each step (:meth:`Method.set_progress`: ``self.step``
+and ``self.total_steps``), so schedules (sparsity ramps, self-paced thresholds, momentum and
+teacher-temperature schedules) are pure functions of the step and resume exactly; it calls
+:meth:`Method.after_optimizer_step` after each optimiser step (momentum encoders update there).
+State that must survive a resume (queues, centres) lives in registered buffers, which the
+checkpoint saves with the weights.
 """
 
 from __future__ import annotations
@@ -38,6 +45,26 @@ class Method(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = backbone
+        self.step, self.total_steps = 0, 1
+        self.batch_rows, self.dataset = None, None
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Called by the loop before ``training_step``: 0-based step of ``total_steps``."""
+        self.step, self.total_steps = int(step), max(1, int(total_steps))
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done before this step, in [0, 1)."""
+        return self.step / self.total_steps
+
+    def after_optimizer_step(self) -> None:
+        """Called by the loop after each optimiser step (e.g. a momentum-encoder EMA update)."""
+
+    def set_batch_rows(self, rows, dataset) -> None:
+        """Called by the loop before ``training_step`` with the data set rows of the batch (in
+        batch order) and the :class:`~cxrcl.data.prepared.PreparedDataset`, for methods whose
+        views need per-image annotations (CoMCL's lesion masks); others ignore it."""
+        self.batch_rows, self.dataset = rows, dataset
 
     def training_step(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -23,7 +23,8 @@ def test_run_directory_and_exact_resume(tiny_ds, tmp_path):
     s = pretrain("spcl", tiny_ds.root, full, backbone=TINY_VIT, train_overrides=TRAIN)
     assert s["steps"] == 8 and s["complete"] and s["images_per_s"] > 0
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "environment.json",
-                 "checkpoints/last.safetensors", "checkpoints/last.state.safetensors"):
+                 "checkpoints/last.safetensors", "checkpoints/step-00000008/state.safetensors",
+                 "checkpoints/step-00000008/state.json"):
         assert (full / name).exists(), name
     part = tmp_path / "part"
     pretrain("spcl", tiny_ds.root, part, backbone=TINY_VIT, train_overrides=TRAIN, stop_after=3)
@@ -42,23 +43,58 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tiny_ds, tmp_path):
         pretrain("simclr", tiny_ds.root, tmp_path / "empty", resume=True)
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tiny_ds, tmp_path, monkeypatch):
+def _poison(monkeypatch, bad_steps):
+    """Make SPCL's loss NaN at the given (0-based) steps."""
     real = SPCL.training_step
 
     def poisoned(self, images, generator):
         out = real(self, images, generator)
-        if self.poison_now:
+        if self.step in bad_steps:
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    calls = {"n": 0}
     monkeypatch.setattr(SPCL, "training_step", poisoned)
-    monkeypatch.setattr(SPCL, "poison_now", property(lambda self: calls.__setitem__("n", calls["n"] + 1) or calls["n"] > 4),
-                        raising=False)
+
+
+def test_a_nan_loss_skips_the_step_and_is_counted(tiny_ds, tmp_path, monkeypatch):
+    _poison(monkeypatch, {2, 5})
     run = tmp_path / "nan"
-    with pytest.raises(CxrclError, match="loss became nan at step 4.*--resume"):
-        pretrain("spcl", tiny_ds.root, run, backbone=TINY_VIT, train_overrides=dict(TRAIN, checkpoint_every=2))
-    assert json.loads((run / "checkpoints/last.state.json").read_text())["step"] == 4
+    s = pretrain("spcl", tiny_ds.root, run, backbone=TINY_VIT, train_overrides=TRAIN)
+    assert s["complete"] and s["skipped_steps"] == 2
+    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [r["step"] for r in records if r["skipped"]] == [3, 6]
+    assert records[-1]["skipped_total"] == 2
+    assert all(torch.isfinite(p).all() for p in _weights(run).values())
+
+
+def test_a_skipped_step_does_not_change_the_weights(tiny_ds, tmp_path, monkeypatch):
+    _poison(monkeypatch, {2})
+    run = tmp_path / "one"
+    pretrain("spcl", tiny_ds.root, run, backbone=TINY_VIT,
+             train_overrides=dict(TRAIN, steps=3, checkpoint_every=2))
+    w2 = _weights(run, "step-00000002")
+    w3 = _weights(run, "step-00000003")
+    assert all(torch.equal(w2[k], w3[k]) for k in w2)
+
+
+def test_consecutive_bad_steps_stop_the_run_and_keep_the_last_good_checkpoint(tiny_ds, tmp_path, monkeypatch):
+    _poison(monkeypatch, set(range(4, 100)))
+    run = tmp_path / "nan"
+    with pytest.raises(CxrclError, match="not finite for 3 steps in a row.*last good checkpoint.*intact"):
+        pretrain("spcl", tiny_ds.root, run, backbone=TINY_VIT,
+                 train_overrides=dict(TRAIN, checkpoint_every=2, max_bad_steps=3))
+    # the checkpoint at step 6 was taken during the bad streak: it holds the weights of step 4
+    w4, w6 = _weights(run, "step-00000004"), _weights(run, "step-00000006")
+    assert all(torch.equal(w4[k], w6[k]) for k in w4)
+
+
+def _weights(run, step_dir=None):
+    from safetensors.torch import load_file
+
+    from cxrcl.training.checkpoint import latest_checkpoint
+
+    d = run / "checkpoints" / step_dir if step_dir else latest_checkpoint(run / "checkpoints")
+    return load_file(str(d / "model.safetensors"))
 
 
 @pytest.mark.slow
