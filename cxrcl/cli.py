@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from cxrcl.errors import CxrclError
+from cxrcl.errors import CxrclError, RunStopped
 
 METHOD_HELP = "method spec NAME[:KEY=VALUE...], e.g. spcl or spcl:ratios=0.4,0.4"
 
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--n", type=int, default=1024)
     ph.add_argument("--size", type=int, default=128)
     ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--overwrite", action="store_true",
+                    help="replace OUT when it is already a prepared data set (never a folder of other files)")
     pr = data.add_parser("prepare", help="turn a public layout into a prepared data set")
     pr.add_argument("source")
     pr.add_argument("input")
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, default=1)
     pr.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="a source option, e.g. --opt uncertain=ones (chexpert, mimic-cxr)")
+    pr.add_argument("--overwrite", action="store_true",
+                        help="replace OUT when it is already a prepared data set (never a folder of other files)")
     info = data.add_parser("info", help="counts per split and label, text coverage, image statistics")
     info.add_argument("prepared")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -52,11 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--size", type=int, help="common size (default: the smallest input size)")
     mg.add_argument("--names", help="comma list of id prefixes, one per input")
     mg.add_argument("--workers", type=int, default=1)
+    mg.add_argument("--overwrite", action="store_true",
+                        help="replace OUT when it is already a prepared data set (never a folder of other files)")
     rl = data.add_parser("relabel", help="rename, merge (logical OR) or drop label columns")
     rl.add_argument("prepared")
     rl.add_argument("out")
     rl.add_argument("--map", action="append", default=[], metavar="OLD[,OLD...]=NEW")
     rl.add_argument("--drop", action="append", default=[], metavar="LABEL")
+    rl.add_argument("--overwrite", action="store_true",
+                        help="replace OUT when it is already a prepared data set (never a folder of other files)")
 
     pt = sub.add_parser("pretrain", help="self-supervised pre-training")
     pt.add_argument("method", help=METHOD_HELP)
@@ -76,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--devices", type=int, help="processes per node (Fabric launches them)")
     pt.add_argument("--num-nodes", type=int)
     pt.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed or auto")
+    pt.add_argument("--accelerator", help="auto, cpu or cuda")
+    pt.add_argument("--max-bad-steps", type=int,
+                    help="stop after this many non-finite losses in a row (each is skipped; default 5)")
     pt.add_argument("--splits", help="comma list of splits to pre-train on (default train)")
     pt.add_argument("--log-every", type=int)
     pt.add_argument("--checkpoint-every", type=int)
@@ -119,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="phantom -> S-PCL -> linear probe vs floors -> report")
     de.add_argument("--out", default="cxrcl-demo")
     de.add_argument("--quick", action="store_true", help="a much shorter run (tests)")
+
+    xp = sub.add_parser("explain", help="overlays of the kept tokens / saliency, and lesion coverage")
+    xp.add_argument("--run", required=True, help="a run directory (sparsecontrast, or any ViT run)")
+    xp.add_argument("--data", required=True, help="a prepared data set")
+    xp.add_argument("--out", required=True, help="a new (or empty) directory")
+    xp.add_argument("--n", type=int, default=16, help="images to draw (lesion images first)")
+    xp.add_argument("--split", default="test")
+    xp.add_argument("--keep", type=float, help="kept fraction (default: the run's; 0.5 for rollout)")
     tx = sub.add_parser("text", help="reports: labeller, its evaluation, text encoders, similarity")
     tx = tx.add_subparsers(dest="text_command", required=True)
     tl = tx.add_parser("label", help="finding labels (1/0/-1/empty) of every report -> CSV")
@@ -137,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
+    except RunStopped as e:
+        print(f"cxrcl: {e}", file=sys.stderr)
+        return e.exit_code
     except CxrclError as e:
         print(f"cxrcl: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("cxrcl: interrupted (pre-training resumes with --resume; data prepare resumes when the "
               "same command is run again)", file=sys.stderr)
@@ -151,7 +173,8 @@ def cmd_data(args) -> int:
     if args.data_command == "phantom":
         from cxrcl.data.phantom import make_phantom
 
-        ds = make_phantom(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
+        ds = make_phantom(args.out, n=args.n, size=args.size, seed=args.seed, progress=True,
+                          overwrite=args.overwrite)
         print(f"wrote {len(ds)} phantom images ({ds.size} px) to {ds.root}")
     elif args.data_command == "prepare":
         from cxrcl.data.sources import prepare
@@ -159,7 +182,7 @@ def cmd_data(args) -> int:
 
         options = parse_spec("opt:" + ":".join(args.opt))[1] if args.opt else {}
         ds = prepare(args.source, args.input, args.out, size=args.size, split=args.split,
-                     seed=args.seed, workers=args.workers, **options)
+                     seed=args.seed, workers=args.workers, overwrite=args.overwrite, **options)
         skipped = len(ds.info.get("skipped", []))
         print(f"prepared {len(ds)} images ({ds.size} px) from {args.input} into {ds.root}"
               + (f"; skipped {skipped} unreadable files (listed in dataset.json)" if skipped else ""))
@@ -170,12 +193,14 @@ def cmd_data(args) -> int:
             raise CxrclError("give at least two prepared data sets and then the output directory")
         *inputs, out = args.inputs
         names = args.names.split(",") if args.names else None
-        ds = merge_prepared(inputs, out, size=args.size, names=names, workers=args.workers, progress=True)
+        ds = merge_prepared(inputs, out, size=args.size, names=names, workers=args.workers, progress=True,
+                            overwrite=args.overwrite)
         print(f"merged {len(inputs)} data sets into {ds.root}: {len(ds)} images, labels {', '.join(ds.label_names)}")
     elif args.data_command == "relabel":
         from cxrcl.data.merge import parse_mapping, relabel_prepared
 
-        ds = relabel_prepared(args.prepared, args.out, parse_mapping(args.map), drop=args.drop)
+        ds = relabel_prepared(args.prepared, args.out, parse_mapping(args.map), drop=args.drop,
+                              overwrite=args.overwrite)
         print(f"relabelled {args.prepared} into {ds.root}: labels {', '.join(ds.label_names)}")
     else:
         from cxrcl.data.info import describe, format_info
@@ -208,14 +233,18 @@ def cmd_pretrain(args) -> int:
     overrides = {"steps": args.steps, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                  "seed": args.seed, "devices": args.devices, "num_nodes": args.num_nodes,
                  "precision": args.precision, "log_every": args.log_every,
-                 "checkpoint_every": args.checkpoint_every,
+                 "checkpoint_every": args.checkpoint_every, "accelerator": args.accelerator,
+                 "max_bad_steps": args.max_bad_steps,
                  "splits": tuple(args.splits.split(",")) if args.splits else None}
     if args.no_progress:
         overrides["progress"] = False
     summary = pretrain(args.method, args.data, args.out, backbone=args.backbone, image_size=args.image_size,
                        train_overrides=overrides, config_file=args.config, resume=args.resume,
                        stop_after=args.stop_after)
-    if summary:
+    if summary and summary.get("already_complete"):
+        print(f"{args.out} is already complete ({summary['steps']}/{summary['steps_total']} steps): nothing "
+              "to do and nothing changed; pass a larger --steps or --epochs with --resume to train on")
+    elif summary:
         print(f"{summary['method']} on {summary['backbone']}: {summary['steps']}/{summary['steps_total']} steps, "
               f"final loss {summary['final_loss']:.4f}, {summary['images_per_s']} images/s -> {args.out}")
     return 0
@@ -287,8 +316,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from cxrcl.evaluation.explain import explain
+
+    r = explain(args.run, args.data, args.out, n=args.n, split=args.split, keep=args.keep)
+    lesion = (f"; lesion area kept {r['lesion_area_kept']:.3f} vs {r['random_area_kept']:.3f} for "
+              f"random tokens ({r['n_images_with_masks']} masked images)" if r["lesion_area_kept"] is not None else "")
+    print(f"{r['source']} at keep {r['keep_ratio']:g}: {r['n_overlays']} overlays{lesion} -> {args.out}")
+    return 0
+
+
 COMMANDS = {"data": cmd_data, "pretrain": cmd_pretrain, "eval": cmd_eval, "bench": cmd_bench,
-            "report": cmd_report, "embed": cmd_embed, "demo": cmd_demo, "text": cmd_text}
+            "report": cmd_report, "embed": cmd_embed, "demo": cmd_demo, "explain": cmd_explain,
+            "text": cmd_text}
 
 if __name__ == "__main__":
     sys.exit(main())
