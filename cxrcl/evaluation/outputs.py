@@ -71,10 +71,25 @@ def check_output(path: str | os.PathLike, kind: str, flag: str = "--out") -> Pat
     return path
 
 
+def _write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """:func:`cxrcl.io.atomic_write`, with an OS failure (full disk, lost permission) as one
+    sentence; the previous file, if any, is intact."""
+    try:
+        return atomic_write(path, write)
+    except OSError as e:
+        raise CxrclError(f"cannot write {path} ({e.strerror or e}); the previous file, if any, is "
+                         "unchanged: free space or fix the folder and run the same command") from None
+
+
 def write_json(obj, path: str | os.PathLike) -> Path:
     """Indented strict JSON (no NaN), written atomically."""
     text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """UTF-8 text, written atomically."""
+    return _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
@@ -82,9 +97,9 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
-    return atomic_write(path, write)
+    return _write(path, write)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """A Matplotlib figure as PNG, atomically."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    return _write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))

@@ -34,10 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from cxrcl.errors import CxrclError
-from cxrcl.evaluation.outputs import check_output
+from cxrcl.evaluation.outputs import check_output, write_text
 from cxrcl.evaluation.plots import Curve, plot_auroc_vs_fraction, plot_bench, plot_loss_curves
 from cxrcl.evaluation.results import summarize
-from cxrcl.io import atomic_write
 
 DASH = "–"
 BENCH_METRICS = (
@@ -497,5 +496,5 @@ def write_report(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
         lines += [f"## Skipped ({len(found.skipped)})", ""]
         lines += [f"- `{p}`: {why}" for p, why in found.skipped] + [""]
     text = "\n".join(lines).rstrip() + "\n"
-    atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text(out, text)
     return out

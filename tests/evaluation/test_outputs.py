@@ -126,7 +126,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "savez_compressed", half_then_fail)
-    with pytest.raises(OSError):
+    with pytest.raises(CxrclError, match="No space left"):
         write_npz(target, features=np.ones((3, 2), np.float32), id=np.array(["a", "b", "c"]),
                   split=np.array(["train"] * 3))
     assert target.read_bytes() == before
@@ -189,6 +189,6 @@ def test_report_failure_keeps_the_previous_report(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("matplotlib.figure.Figure.savefig", half_then_fail)
-    with pytest.raises(OSError):
+    with pytest.raises(CxrclError, match="No space left"):
         report.write_report([ev], out)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
