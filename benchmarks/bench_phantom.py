@@ -60,7 +60,8 @@ def main() -> None:
         t_render = _best(lambda s=size: render_phantom(args.n, s, args.seed), args.repeats)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "phantom"
-            t_write = _best(lambda s=size, o=out: make_phantom(o, n=args.n, size=s, seed=args.seed),
+            t_write = _best(lambda s=size, o=out: make_phantom(o, n=args.n, size=s, seed=args.seed,
+                                                             overwrite=True),
                             args.repeats)
         row = {"size": size, "n": args.n, "render_images_per_s": round(args.n / t_render, 1),
                "make_phantom_images_per_s": round(args.n / t_write, 1)}

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset, iter_npy_rows
-from cxrcl.data.writer import PreparedWriter
+from cxrcl.data.writer import PreparedWriter, check_output
 from cxrcl.errors import CxrclError
 
 log = logging.getLogger("cxrcl.data")
@@ -78,7 +78,7 @@ def _first_seen(lists: Sequence[Sequence[str]]) -> list[str]:
 
 def merge_prepared(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, size: int | None = None,
                    *, names: Sequence[str] | None = None, workers: int = 1, progress: bool = False,
-                   resume: bool = True) -> PreparedDataset:
+                   resume: bool = True, overwrite: bool = False) -> PreparedDataset:
     """Merge prepared data sets ``inputs`` into ``out`` (see the module docstring).
 
     ``size``: the common size (default: the smallest input size). ``names``: the id prefixes
@@ -94,8 +94,7 @@ def merge_prepared(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     out = Path(out)
     if out.resolve() in roots:
         raise CxrclError(f"merge: the output {out} is one of the inputs; choose a new directory")
-    if out.exists() and not (out / "dataset.json").exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CxrclError(f"{out} exists and is not a prepared data set: choose a new output directory")
+    check_output(out, overwrite=overwrite)
     sizes = [ds.size for ds in datasets]
     size = int(size) if size is not None else min(sizes)
     if size < 8:
@@ -227,7 +226,8 @@ def or_labels(columns: pd.DataFrame) -> pd.Series:
 
 
 def relabel_prepared(path: str | os.PathLike, out: str | os.PathLike, mapping: Mapping[str, str] | None = None,
-                     drop: Sequence[str] = (), *, link: bool = True) -> PreparedDataset:
+                     drop: Sequence[str] = (), *, link: bool = True, overwrite: bool = False
+                     ) -> PreparedDataset:
     """Copy ``path`` to ``out`` with label columns renamed/merged (``mapping`` old -> new) and
     ``drop``-ped. Labels not named in ``mapping`` keep their name; a new name shared by several
     labels (including an unmapped label of that name) merges them with :func:`or_labels`.
@@ -237,8 +237,7 @@ def relabel_prepared(path: str | os.PathLike, out: str | os.PathLike, mapping: M
     out = Path(out)
     if out.resolve() == ds.root.resolve():
         raise CxrclError(f"relabel: the output {out} is the input; choose a new directory")
-    if out.exists() and not (out / "dataset.json").exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CxrclError(f"{out} exists and is not a prepared data set: choose a new output directory")
+    check_output(out, overwrite=overwrite)
     mapping = {str(k).strip(): str(v).strip() for k, v in (mapping or {}).items()}
     drop = [str(d).strip() for d in drop]
     have = ds.label_names

@@ -109,9 +109,10 @@ def render_phantom(n: int, size: int = 128, seed: int = 0
 
 
 def make_phantom(out: str | os.PathLike, n: int = 1024, size: int = 128, seed: int = 0,
-                 split_fractions=DEFAULT_SPLIT_FRACTIONS, progress: bool = False
-                 ) -> PreparedDataset:
-    """Write a phantom prepared data set (images, masks, meta, dataset.json) to ``out``.
+                 split_fractions=DEFAULT_SPLIT_FRACTIONS, progress: bool = False,
+                 overwrite: bool = False) -> PreparedDataset:
+    """Write a phantom prepared data set (images, masks, meta, dataset.json) to ``out``
+    (an existing prepared data set there is replaced only with ``overwrite``).
 
     Images are streamed batch by batch into a :class:`PreparedWriter`; the split is
     patient-level (:func:`assign_patient_splits` with ``seed``).
@@ -119,7 +120,7 @@ def make_phantom(out: str | os.PathLike, n: int = 1024, size: int = 128, seed: i
     n, size, seed = _check_args(n, size, seed)
     # validate the fractions before rendering anything
     assign_patient_splits(["p"], split_fractions, seed)
-    writer = PreparedWriter(out, n=n, size=size, with_masks=True)
+    writer = PreparedWriter(out, n=n, size=size, with_masks=True, overwrite=overwrite)
     rows: list[dict] = []
     bar = None
     try:

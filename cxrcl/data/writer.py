@@ -36,6 +36,10 @@ from cxrcl.errors import CxrclError
 log = logging.getLogger("cxrcl.data")
 
 
+#: The files of a finished prepared data set: everything cxrcl writes there (reports.csv: openi).
+#: An existing output directory is replaced only when it holds nothing else.
+WRITTEN_FILES = frozenset({"images.npy", "masks.npy", "meta.csv", "dataset.json", "skipped.csv",
+                           "reports.csv"})
 PROGRESS_FILE = "progress.json"
 
 
@@ -79,6 +83,42 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
+def check_output(out: str | os.PathLike, *, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()
+                 ) -> None:
+    """Refuse an output directory whose replacement would lose anything not written by cxrcl.
+
+    ``out`` may be missing or an empty folder. An existing prepared data set (it has
+    ``dataset.json``) is replaced only with ``overwrite`` (``--overwrite``) and only when it
+    holds nothing but :data:`WRITTEN_FILES`; a folder of other files, a file, or one of
+    ``inputs`` is refused. Every refusal is a :class:`CxrclError` naming the folder and the fix.
+    """
+    out = Path(out)
+    for given in inputs:
+        if Path(given).exists() and out.resolve() == Path(given).resolve():
+            raise CxrclError(f"output {out} is the input itself: choose another output directory")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise CxrclError(f"output {out} exists and is not a directory: choose a new output directory")
+    names = sorted(e.name for e in os.scandir(out))
+    if not names:
+        return
+    if "dataset.json" not in names:
+        raise CxrclError(f"output {out} holds files that are not a prepared data set ({_some(names)}): "
+                         "cxrcl never deletes them; choose a new or empty output directory")
+    foreign = [n for n in names if n not in WRITTEN_FILES]
+    if foreign:
+        raise CxrclError(f"output {out} is a prepared data set that also holds files cxrcl did not "
+                         f"write ({_some(foreign)}): move them elsewhere, or choose a new output directory")
+    if not overwrite:
+        raise CxrclError(f"output {out} is already a prepared data set: pass --overwrite to replace it, "
+                         "or choose a new output directory")
+
+
+def _some(names: Sequence[str], k: int = 3) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
 def copy_rows(src: Path, dst: Path, keep: np.ndarray, block_bytes: int = 64 << 20) -> None:
     """Write rows ``keep`` (ascending) of the .npy ``src`` to a new .npy ``dst``, streamed with
     plain file reads in blocks of about ``block_bytes`` (no memory map, so the copy never shows
@@ -111,7 +151,8 @@ class PreparedWriter:
     >>> ds = w.finish(meta_df, source="folder", label_names=["pneumonia"])
 
     Everything is written into the sibling directory ``.OUT.partial`` and renamed to ``OUT`` by
-    :meth:`finish`. Rows written with :meth:`put`/:meth:`put_many` (or given up with
+    :meth:`finish`. ``OUT`` must be new, empty or a prepared data set holding only what cxrcl
+    writes (:func:`check_output`; ``overwrite=False`` refuses an existing set too). Rows written with :meth:`put`/:meth:`put_many` (or given up with
     :meth:`skip`) are marked in the ``done`` mask. Every ``checkpoint_every`` rows (or
     ``checkpoint_seconds``) the arrays are flushed to disk and their mapping is re-opened, so
     the resident memory of the writer stays at one chunk whatever ``n`` is.
@@ -137,8 +178,7 @@ class PreparedWriter:
                  checkpoint_every: int = CHECKPOINT_EVERY,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS):
         self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise CxrclError(f"{self.out} already exists: choose another output directory or remove it")
+        check_output(self.out, overwrite=overwrite)
         if n <= 0:
             raise CxrclError(f"nothing to write to {self.out}: the source yielded no images")
         self.n_input = self.n = int(n)
@@ -473,10 +513,23 @@ class PreparedWriter:
             pd.DataFrame(info["skipped"]).to_csv(self.tmp / "skipped.csv", index=False)
         (self.tmp / PROGRESS_FILE).unlink(missing_ok=True)
         (self.tmp / EXTRAS_FILE).unlink(missing_ok=True)
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
+        self._move_into_place()
         return PreparedDataset.open(self.out)
+
+    def _move_into_place(self) -> None:
+        """Rename the finished temporary directory to ``out``. An existing prepared data set there
+        is checked again (nothing but :data:`WRITTEN_FILES`), renamed aside, and removed only
+        after the new one is in place, so ``out`` is always either the old or the new set."""
+        if not self.out.exists():
+            os.replace(self.tmp, self.out)
+            return
+        check_output(self.out, overwrite=True)
+        old = self.out.with_name(f".{self.out.name}.replaced")
+        if old.exists():  # left by a kill during an earlier replacement: the set it replaced
+            shutil.rmtree(old)
+        os.replace(self.out, old)
+        os.replace(self.tmp, self.out)
+        shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
         self.images = self.masks = None

@@ -320,6 +320,6 @@ def test_unknown_source_and_unsafe_out(tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("do not delete")
-    with pytest.raises(CxrclError, match="exists and is not a prepared data set"):
+    with pytest.raises(CxrclError, match=r"holds files that are not a prepared data set \(keep.txt\)"):
         prepare("folder", tmp_path, busy)
     assert (busy / "keep.txt").exists()

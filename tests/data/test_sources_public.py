@@ -222,7 +222,7 @@ def test_chexpert_prepare_policies(tmp_path, monkeypatch):
     assert m.loc["train/patient00001/study1/view1_frontal", "sex"] == "Female"
 
     monkeypatch.setenv(UNCERTAIN_ENV, "ones")  # the CLI route
-    ds = prepare("chexpert", root, tmp_path / "out", size=16, progress=False)
+    ds = prepare("chexpert", root, tmp_path / "out", size=16, progress=False, overwrite=True)
     assert ds.info["uncertain_policy"] == "ones"
     assert _labels(ds, "cardiomegaly")[i] == 1 and _labels(ds, "effusion")[i] == 1
     ds = prepare_chexpert(root.parent, tmp_path / "out", size=16, progress=False, uncertain="zeros",
@@ -231,7 +231,7 @@ def test_chexpert_prepare_policies(tmp_path, monkeypatch):
     assert _labels(ds, "cardiomegaly")[i] == 0
     monkeypatch.setenv(UNCERTAIN_ENV, "maybe")
     with pytest.raises(CxrclError, match=UNCERTAIN_ENV):
-        prepare("chexpert", root, tmp_path / "out", size=16, progress=False)
+        prepare("chexpert", root, tmp_path / "out", size=16, progress=False, overwrite=True)
 
 
 # ============================================================================ mimic-cxr fixture
@@ -309,7 +309,7 @@ def test_mimic_cxr_prepare(tmp_path, monkeypatch):
     assert _labels(ds, "cardiomegaly") == [1, 1, None, None, None, None]  # -1 ignored, d5/d6 unlabelled
     assert _labels(ds, "effusion")[3] == 1 and m.loc["d1", "view"] == "PA" and m.loc["d1", "study_id"] == 50414267
     monkeypatch.setenv(LABELER_ENV, "negbio")
-    ds = prepare("mimic-cxr", root, tmp_path / "out", size=16, progress=False)
+    ds = prepare("mimic-cxr", root, tmp_path / "out", size=16, progress=False, overwrite=True)
     assert ds.info["labeler"] == "negbio" and _labels(ds, "cardiomegaly")[:4] == [None, None, 0, None]
     table = parse_mimic_cxr(root, labeler="chexpert", uncertain="ones")
     assert table["label_cardiomegaly"].tolist()[:3] == [1, 1, 1]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.data.splits import parse_split_spec
+from cxrcl.data.writer import check_output
 from cxrcl.errors import CxrclError
 
 COMMON_ARGS = {"input", "out", "size", "split", "seed", "workers", "progress"}
@@ -70,9 +71,10 @@ SOURCES: dict[str, Callable[..., PreparedDataset]] = {
 
 def prepare(source: str, input: str | Path, out: str | Path, size: int = 128,
             split: str = "patient:0.7,0.1,0.2", seed: int = 0, workers: int = 1,
-            progress: bool = True, **options) -> PreparedDataset:
+            progress: bool = True, overwrite: bool = False, **options) -> PreparedDataset:
     """Prepare ``input`` (a ``source`` layout) into the prepared data set directory ``out``;
-    ``options`` are the source's own keyword arguments."""
+    ``options`` are the source's own keyword arguments. An existing prepared data set at ``out``
+    is replaced only with ``overwrite`` (see :func:`~cxrcl.data.writer.check_output`)."""
     fn = SOURCES.get(str(source).lower())
     if fn is None:
         raise CxrclError(f"unknown data source {source!r}: available sources are {', '.join(sorted(SOURCES))}")
@@ -81,12 +83,7 @@ def prepare(source: str, input: str | Path, out: str | Path, size: int = 128,
     parse_split_spec(split)  # a bad --split fails before any work
     if int(workers) < 1:
         raise CxrclError(f"--workers {workers} must be at least 1")
-    out = Path(out)
-    if Path(input).exists() and out.resolve() == Path(input).resolve():
-        raise CxrclError(f"output {out} is the input itself: choose another output directory")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "dataset.json").exists())):
-        raise CxrclError(f"{out} exists and is not a prepared data set: choose a new output directory "
-                         "(an existing prepared data set is replaced)")
+    check_output(out, overwrite=overwrite, inputs=[input])
     return fn(input, out, size=int(size), split=split, seed=int(seed), workers=int(workers),
               progress=progress, **options)
 
