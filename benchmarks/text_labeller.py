@@ -22,7 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrcl.text.label_eval import EVAL_FINDINGS, evaluate_openi, mesh_truth, predictions, scores, split_of
+from cxrcl.text.label_eval import (
+    EVAL_FINDINGS,
+    evaluate_openi,
+    mesh_truth,
+    predictions,
+    scores,
+    split_of,
+)
 from cxrcl.text.reports import read_reports, report_body, split_sentences
 
 ROOT = Path(__file__).resolve().parents[1]

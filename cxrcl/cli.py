@@ -149,6 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--out", required=True, help="a new JSON file")
     te.add_argument("--uncertain", choices=("negative", "positive"), default="negative",
                     help="count an uncertain mention as this (default chosen on the dev half)")
+    tp = tx.add_parser("pretrain", help="BPE tokenizer + small transformer trained from scratch (MLM)")
+    tp.add_argument("--reports", required=True, help="an Open-i folder, a CSV of reports, ...")
+    tp.add_argument("--out", required=True, help="a new (or empty) run folder; bpe:OUT loads it")
+    tp.add_argument("--steps", type=int, default=300)
+    tp.add_argument("--batch-size", type=int, default=32)
+    tp.add_argument("--vocab-size", type=int, default=4000)
+    tp.add_argument("--layers", type=int, default=3)
+    tp.add_argument("--width", type=int, default=128)
+    tp.add_argument("--heads", type=int, default=4)
+    tp.add_argument("--lr", type=float, default=5e-4)
+    tp.add_argument("--seed", type=int, default=0)
+    ts = tx.add_parser("similar", help="the reports nearest to a query text")
+    ts.add_argument("--reports", required=True, help="an Open-i folder, a CSV of reports, ...")
+    ts.add_argument("--query", required=True, help="report text to compare")
+    ts.add_argument("--method", default="minilm",
+                    help="labels, or a text encoder: minilm, bpe:RUN, hf:PATH_OR_NAME (default minilm)")
+    ts.add_argument("--k", type=int, default=5)
     return p
 
 
@@ -224,6 +241,17 @@ def cmd_text(args) -> int:
         print(f"macro F1 {res['macro_f1']:.3f} on {res['n_reports']} reports "
               f"(dev {res['splits']['dev']['macro_f1']:.3f}, held-out "
               f"{res['splits']['heldout']['macro_f1']:.3f}) -> {args.out}")
+    elif args.text_command == "pretrain":
+        rec = commands.pretrain(args.reports, args.out, steps=args.steps, batch_size=args.batch_size,
+                                vocab_size=args.vocab_size, layers=args.layers, width=args.width,
+                                heads=args.heads, lr=args.lr, seed=args.seed)
+        print(f"MLM loss {rec['train_loss'][0]['loss']:.3f} -> {rec['train_loss'][-1]['loss']:.3f} "
+              f"(held-out {rec['val_loss_before']:.3f} -> {rec['val_loss_after']:.3f}), vocabulary "
+              f"{rec['vocab_size']}, {rec['seconds']:.0f} s -> {args.out} (load it as bpe:{args.out})")
+    elif args.text_command == "similar":
+        table = commands.similar(args.reports, args.query, method=args.method, k=args.k)
+        for r in table.to_dict("records"):
+            print(f"{r['rank']}. {r['similarity']:.3f} {r['id']}: {r['text'][:300]}")
     return 0
 
 

@@ -46,4 +46,23 @@ def label_eval(source: str, out: str, uncertain: str = "negative", top: int = 20
     return result
 
 
-__all__ = ["label", "label_eval", "new_file"]
+def pretrain(reports: str, out: str, **settings) -> dict:
+    """Train the BPE tokenizer and the scratch MLM encoder (:mod:`cxrcl.text.pretrain`)."""
+    from cxrcl.text.pretrain import pretrain_text
+
+    return pretrain_text(reports, out, progress=True, **settings)
+
+
+def similar(reports: str, query: str, method: str = "minilm", k: int = 5,
+            column: str | None = None) -> pd.DataFrame:
+    """The ``k`` reports of ``reports`` nearest to ``query`` (:mod:`cxrcl.text.similarity`)."""
+    from cxrcl.text.reports import read_reports
+    from cxrcl.text.similarity import nearest
+
+    if not query.strip():
+        raise CxrclError("--query is empty: pass the report text to compare, e.g. --query \"no acute "
+                         "cardiopulmonary abnormality\"")
+    return nearest(query, read_reports(reports, column=column), method=method, k=k)
+
+
+__all__ = ["label", "label_eval", "new_file", "pretrain", "similar"]
