@@ -30,6 +30,7 @@ from cxrcl.text.label_eval import (
     scores,
     split_of,
 )
+from cxrcl.text.labeller import LABELS
 from cxrcl.text.reports import read_reports, report_body, split_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +70,7 @@ def main() -> None:
     if ms.is_file():
         data = json.loads(ms.read_text())
         labels = pd.DataFrame([data["labels"][i] for i in reports["id"]]).astype(float)
+        labels = labels.reindex(columns=[*LABELS], fill_value=float("nan"))
         truth, halves = mesh_truth(reports["mesh_major"]), reports["id"].map(split_of)
         result["medspacy_context"] = {
             "versions": {"medspacy": data["medspacy"], "spacy": data["spacy"]},

@@ -94,7 +94,7 @@ def label_sentences(nlp, sentences: list[str]) -> dict:
                 abnormal = abnormal or status != 0.0
             elif span.label_ not in best or rank[status] > rank[best[span.label_]]:
                 best[span.label_] = status
-    out = {name: best.get(name) for name in lexicon.FINDINGS}
+    out = dict(best)  # findings not mentioned are left out (NaN when read back)
     asserted = any(v in (1.0, -1.0) for v in best.values())
     out["no_finding"] = 0.0 if (asserted or abnormal) else 1.0
     return out
