@@ -205,5 +205,17 @@ def label_report(row: dict) -> dict[str, float]:
     return label_text(report_body(row))
 
 
-__all__ = ["LABELS", "NEGATIVE", "POSITIVE", "UNCERTAIN", "Mention", "find_mentions", "label_report",
+def label_columns(texts, names, prefix: str = "label_") -> dict[str, list[float]]:
+    """``{prefix + name: values}`` for a prepared data set's label columns from report texts:
+    1 positive, 0 negative, NaN for uncertain or not mentioned (a prepared label is 0/1/NaN),
+    and NaN for a name the labeller does not know."""
+    rows = [label_text("" if t is None or t != t else str(t)) for t in texts]
+    out = {}
+    for name in names:
+        vals = [r.get(name, math.nan) for r in rows]
+        out[prefix + name] = [v if v in (POSITIVE, NEGATIVE) else math.nan for v in vals]
+    return out
+
+
+__all__ = ["LABELS", "label_columns", "NEGATIVE", "POSITIVE", "UNCERTAIN", "Mention", "find_mentions", "label_report",
            "label_text"]

@@ -100,3 +100,15 @@ def test_indication_is_not_read():
 
 def test_positive_beats_negative_across_sentences():
     assert label_text("No effusion on the right. Small left pleural effusion.")["effusion"] == 1
+
+
+def test_label_columns_for_a_prepared_set():
+    import math
+
+    from cxrcl.text.labeller import label_columns
+
+    cols = label_columns(["Small left pleural effusion. Cannot exclude pneumonia.", None],
+                         ["effusion", "pneumonia", "tuberculosis", "no_finding"])
+    assert cols["label_effusion"][0] == 1 and math.isnan(cols["label_pneumonia"][0])
+    assert math.isnan(cols["label_tuberculosis"][0])  # not in the labeller's lexicon
+    assert cols["label_no_finding"] == [0, 1]  # an empty report asserts nothing abnormal
