@@ -249,14 +249,24 @@ def index_images(root: Path) -> dict[str, Path]:
 
 def prepare_openi(input: str | Path, out: str | Path, size: int = 128,
                   split: str = "patient:0.7,0.1,0.2", seed: int = 0, workers: int = 1,
-                  progress: bool = True) -> PreparedDataset:
-    """Prepare Open-i / IU X-ray (see the module docstring)."""
+                  progress: bool = True, labels: str = "mesh") -> PreparedDataset:
+    """Prepare Open-i / IU X-ray (see the module docstring). ``labels="text"`` (``--opt
+    labels=text``) fills the label columns from findings + impression with the report labeller
+    (:func:`cxrcl.text.labeller.label_columns`: uncertain or unmentioned -> NaN) instead of MeSH."""
     root = Path(input)
     require_dir(root, "the openi source needs a folder with ecgen-radiology/ (or NLMCXR_reports.tgz) "
                 "and NLMCXR_png/")
     src = find_reports(root)
     bad: list[dict] = []
     reports = parse_openi_report_table(src, errors=bad)
+    if labels == "text":
+        from cxrcl.text.labeller import label_columns
+
+        body = reports["findings"].fillna("") + " " + reports["impression"].fillna("")
+        for col, vals in label_columns(body.str.strip(), LABEL_NAMES, LABEL_PREFIX).items():
+            reports[col] = vals
+    elif labels != "mesh":
+        raise CxrclError(f"--opt labels={labels} is not one of mesh (the MeSH terms) or text (the labeller)")
     for b in bad[:20]:
         log.warning("skipped report %s: %s", b["file"], b["reason"])
     meta = images_from_reports(reports)
