@@ -21,12 +21,16 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from cxrcl.data.limits import check_pixels
+
 
 def to_grey(img: Image.Image) -> np.ndarray:
     """A decoded PIL image -> uint8 [H, W] grey (16/32-bit min-max scaled, alpha on black)."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():  # float TIFFs: NaN/Inf would become arbitrary grey values
+            raise ValueError(f"{int((~np.isfinite(a)).sum())} pixels are NaN or infinite")
         lo, hi = float(a.min()), float(a.max())
         if hi <= lo:
             return np.zeros(a.shape, dtype=np.uint8)
@@ -66,9 +70,19 @@ def pad_resize(array: np.ndarray, size: int, nearest: bool = False) -> np.ndarra
     return np.asarray(Image.fromarray(a).resize((size, size), resample=resample), dtype=np.uint8)
 
 
+#: The image formats :func:`load_grey` opens (PIL otherwise tries every plugin it has, EPS
+#: included, which runs Ghostscript on the file).
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "BMP", "GIF", "WEBP", "PPM", "JPEG2000")
+
+
 def load_grey(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Decode an image file -> uint8 [size, size] grey, padded to square and resized."""
-    with Image.open(path) as img:
+    """Decode an image file -> uint8 [size, size] grey, padded to square and resized.
+
+    The declared size is checked against ``$CXRCL_MAX_PIXELS`` before any pixel is decoded
+    (:func:`cxrcl.data.limits.check_pixels`), so a small file claiming a huge image is skipped
+    with its size, not decoded."""
+    with Image.open(path, formats=IMAGE_FORMATS) as img:
+        check_pixels(*img.size)
         img.load()  # decode now, so truncated files fail here and not later
         return pad_resize(to_grey(img), size)
 

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrcl.data.limits import MAX_PIXELS_ENV, TooLarge, check_pixels, max_inflated_bytes
 from cxrcl.errors import CxrclError
 
 log = logging.getLogger("cxrcl.data")
@@ -122,10 +123,44 @@ def safe_header(ds, salt: str | None = None) -> dict:
     }
 
 
+def _inflated_size_within_cap(path: Path) -> None:
+    """A Deflated Explicit VR Little Endian file is inflated whole by pydicom before any element
+    is read: count its inflated length in bounded chunks first and raise :class:`TooLarge`
+    above :func:`cxrcl.data.limits.max_inflated_bytes` (a small file may inflate to gigabytes)."""
+    import zlib
+
+    import pydicom
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    with open(path, "rb") as f:
+        try:
+            read_preamble(f, force=False)
+            meta = _read_file_meta_info(f)
+        except Exception:  # noqa: BLE001 - not a file with a preamble: pydicom decides below
+            return
+        if meta.get("TransferSyntaxUID", None) != pydicom.uid.DeflatedExplicitVRLittleEndian:
+            return
+        cap, total = max_inflated_bytes(), 0
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        while chunk := f.read(1 << 16):
+            while chunk:
+                try:
+                    total += len(inflate.decompress(chunk, 1 << 20))
+                except zlib.error:
+                    return  # corrupt stream: pydicom reports it
+                chunk = inflate.unconsumed_tail
+                if total > cap:
+                    raise TooLarge(f"inflates to more than {cap / 1e6:.0f} MB (deflated DICOM; the "
+                                   f"cap is 2 bytes x ${MAX_PIXELS_ENV} + 16 MiB)")
+            if inflate.eof:
+                return
+
+
 def _open(path: Path, stop_before_pixels: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _inflated_size_within_cap(path)
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
@@ -269,8 +304,9 @@ def to_display(arr: np.ndarray, ds) -> tuple[np.ndarray, str]:
 def read_dicom(path: str | os.PathLike, salt: str | None = None) -> tuple[np.ndarray, dict]:
     """Decode a DICOM radiograph -> (uint8 [H, W] image, safe header fields).
 
-    Raises :class:`CxrclError` for a file that is not DICOM or has no pixel data, and the
-    decoder's own error for corrupt or truncated pixel data (callers that stream many files
+    Raises :class:`CxrclError` for a file that is not DICOM or has no pixel data,
+    :class:`~cxrcl.data.limits.TooLarge` for one whose declared Rows x Columns (or inflated
+    length) exceeds the cap, read before any pixel is decoded, and the decoder's own error for corrupt or truncated pixel data (callers that stream many files
     catch everything and list the file as skipped).
     """
     from pydicom.pixels import pixel_array
@@ -281,6 +317,7 @@ def read_dicom(path: str | os.PathLike, salt: str | None = None) -> tuple[np.nda
         raise CxrclError(f"{path} has no pixel data (a truncated file, or a DICOM object without an "
                          "image such as a report); re-copy it or remove it from the input")
     header = safe_header(ds, salt)
+    check_pixels(header["width"] or 0, header["height"] or 0)  # before any pixel is decoded
     if header["frames"] > 1:
         log.warning("%s has %d frames: only the first frame is used", path, header["frames"])
     arr = pixel_array(ds, index=0) if header["frames"] > 1 else ds.pixel_array
