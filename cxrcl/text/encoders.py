@@ -57,7 +57,10 @@ class TextEncoder(nn.Module):
         if pooling not in ("mean", "cls"):
             raise CxrclError(f"pooling {pooling!r} is not one of mean, cls")
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
+        # never longer than the model's position table (a small scratch model has few positions)
+        positions = getattr(model.config, "max_position_embeddings", None) or max_length
+        self.pooling, self.normalize = pooling, normalize
+        self.max_length = min(max_length, positions)
         self.dim = int(model.config.hidden_size)
 
     def encode_train(self, texts: list[str]) -> TextEncoding:

@@ -115,6 +115,8 @@ def test_bpe_pretrain_loss_falls_and_encoder_shapes(tmp_path):
     enc = build_text_encoder(f"bpe:{run}")
     assert enc.dim == 32
     check_shapes(enc)
+    long = enc.encode(["There is a small left effusion. " * 60]).tokens  # cut at the model's positions
+    assert long.shape[1] <= enc.model.config.max_position_embeddings
     # the placeholder is one token, with or without a space before it
     ids = enc.tokenizer("left XXXX. XXXX")["input_ids"]
     assert ids.count(rec["placeholder_token_id"]) == 2
