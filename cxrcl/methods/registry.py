@@ -7,11 +7,12 @@ import dataclasses
 from cxrcl.errors import CxrclError
 from cxrcl.methods.base import Method, MethodConfig
 from cxrcl.methods.simclr import SimCLR
+from cxrcl.methods.sparsecontrast import SparseContrast
 from cxrcl.methods.spcl import SPCL
 from cxrcl.models.backbones import DEFAULT_BACKBONE, TokenBackbone, create_backbone
 from cxrcl.specs import apply_overrides, parse_spec
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SPCL, SimCLR)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SPCL, SimCLR, SparseContrast)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -166,6 +166,13 @@ class CNNBackbone(TokenBackbone):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.stem(x).flatten(2).transpose(1, 2)  # [B, H*W, C]
 
+    def run_stages(self, fmap: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Run stages[start:end] on a map [B, C, H, W]; SparseContrast splits here (it runs the
+        later stages on the salient windows only, see :mod:`cxrcl.models.saliency`)."""
+        for stage in self.stages[start:end]:
+            fmap = stage(fmap)
+        return fmap
+
     def encode(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> Encoded:
         b, n, c = tokens.shape
         h, w = self.grid

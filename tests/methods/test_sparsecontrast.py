@@ -1,0 +1,194 @@
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cxrcl.errors import CxrclError
+from cxrcl.methods.registry import build_method
+from cxrcl.models.saliency import SparseEncoder, keep_count, scheduled_keep_ratio
+from cxrcl.training.fit import pretrain
+from tests.conftest import TINY_VIT
+
+VIT4 = "vit_tiny_patch16_224:patch_size=8:depth=4"  # 16 tokens at 32 px
+
+
+def tokens_seen_by_blocks(method, x):
+    """Token count [M] that each transformer block receives in the encoder's forward pass."""
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+             for b in method.backbone.vit.blocks]
+    try:
+        with torch.no_grad():
+            method.encoder(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.7])
+def test_kept_set_hits_the_target_ratio(ratio):
+    torch.manual_seed(0)
+    m = build_method(f"sparsecontrast:keep_ratio={ratio}", VIT4, 32).eval()
+    out = m.pruned(torch.randn(6, 1, 32, 32))
+    k = keep_count(16, ratio)
+    assert out.keep.shape == (6, k) and out.logits.shape == (6, 16)
+    assert all(len(set(row.tolist())) == k for row in out.keep)  # distinct tokens
+    assert torch.equal(out.keep, out.logits.topk(k, 1).indices.sort(1).values)  # the top-k
+
+
+def test_later_blocks_receive_only_the_kept_tokens():
+    torch.manual_seed(0)
+    m = build_method("sparsecontrast:keep_ratio=0.5:prune_at=1", VIT4, 32).eval()
+    assert isinstance(m.encoder, SparseEncoder)
+    # 16 patch tokens + the class token before pruning; 8 + 1 after block 1
+    assert tokens_seen_by_blocks(m, torch.randn(3, 1, 32, 32)) == [17, 9, 9, 9]
+    # and in training too (both views, the ramp finished)
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda mod, a: seen.append(tuple(a[0].shape[:2])))
+             for b in m.backbone.vit.blocks]
+    m.train().training_step(torch.randn(3, 1, 32, 32), torch.Generator().manual_seed(0))
+    for h in hooks:
+        h.remove()
+    assert seen == [(6, 17), (6, 9), (6, 9), (6, 9)]
+
+
+def test_pruning_really_cuts_vit_flops():
+    m = build_method("sparsecontrast:keep_ratio=0.5:prune_at=1", VIT4, 32).eval()
+    dense = build_method("sparsecontrast:keep_ratio=1.0", VIT4, 32).eval()
+    x = torch.randn(4, 1, 32, 32)
+
+    def flops(enc):
+        with FlopCounterMode(display=False) as c, torch.no_grad():
+            enc(x)
+        return c.get_total_flops()
+    # 1 dense block + 3 blocks on half the tokens ~ (1 + 1.5) / 4 = 0.625 of the dense cost
+    assert flops(m.encoder) < 0.68 * flops(dense.encoder)
+
+
+def test_keep_ratio_one_is_simclr_exactly_loss_and_gradients():
+    torch.manual_seed(0)
+    simclr = build_method("simclr", VIT4, 32)
+    torch.manual_seed(0)
+    dense = build_method("sparsecontrast:keep_ratio=1.0", VIT4, 32)
+    assert not hasattr(dense, "predictor")
+    assert dense.state_dict().keys() == simclr.state_dict().keys()
+    for a, b in zip(simclr.state_dict().values(), dense.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    x = torch.randn(8, 1, 32, 32)
+    la = simclr.training_step(x, torch.Generator().manual_seed(5))["loss"]
+    lb = dense.training_step(x, torch.Generator().manual_seed(5))["loss"]
+    assert torch.equal(la, lb)
+    la.backward()
+    lb.backward()
+    for (name, pa), pb in zip(simclr.named_parameters(), dense.parameters(), strict=True):
+        assert (pa.grad is None) == (pb.grad is None), name
+        if pa.grad is not None:
+            assert torch.equal(pa.grad, pb.grad), name
+
+
+def test_straight_through_changes_nothing_forward_and_trains_the_predictor():
+    """During the dense warm-up (all tokens kept) the loss is SimCLR's to the bit, yet the
+    contrastive loss alone (sparsity_weight=0) sends a gradient into the predictor."""
+    torch.manual_seed(0)
+    simclr = build_method("simclr", VIT4, 32)
+    torch.manual_seed(0)
+    sc = build_method("sparsecontrast:keep_ratio=0.5:sparsity_weight=0", VIT4, 32)
+    sc.load_state_dict(simclr.state_dict(), strict=False)
+    sc.set_progress(0, 100)  # dense warm-up
+    x = torch.randn(8, 1, 32, 32)
+    out = sc.training_step(x, torch.Generator().manual_seed(1))
+    assert float(out["keep_ratio"]) == 1.0
+    assert torch.equal(out["loss"], simclr.training_step(x, torch.Generator().manual_seed(1))["loss"])
+    out["loss"].backward()
+    assert sc.predictor.mlp[0].weight.grad.abs().sum() > 0
+    # and after the ramp, with pruning (Gumbel top-k), the gradient still arrives
+    sc.zero_grad()
+    sc.set_progress(99, 100)
+    out = sc.training_step(x, torch.Generator().manual_seed(1))
+    assert float(out["keep_ratio"]) == 0.5
+    out["loss"].backward()
+    assert sc.predictor.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_schedule_follows_its_ramp():
+    r = [scheduled_keep_ratio(p / 100, 0.5, 0.1, 0.3) for p in range(100)]
+    assert r[:10] == [1.0] * 10                                   # dense warm-up
+    assert r[10] == 1.0 and r[25] == pytest.approx(0.75) and r[40:] == [0.5] * 60
+    assert all(a >= b for a, b in zip(r, r[1:], strict=False))                  # monotone ramp
+    assert scheduled_keep_ratio(0.5, 0.3, 0.2, 0.0) == 0.3        # no ramp: a step
+    m = build_method("sparsecontrast:keep_ratio=0.5:dense_fraction=0.25:ramp_fraction=0.5", VIT4, 32)
+    assert m.current_keep_ratio() == 0.5  # outside the loop: the end of the schedule
+    seen = []
+    for step in (0, 24, 25, 50, 75, 99):
+        m.set_progress(step, 100)
+        seen.append(float(m.training_step(torch.randn(2, 1, 32, 32),
+                                          torch.Generator().manual_seed(0))["keep_ratio"]))
+    assert seen == pytest.approx([1.0, 1.0, 1.0, 0.75, 0.5, 0.5])
+
+
+def test_cnn_variant_runs_later_stages_on_the_salient_windows_only():
+    torch.manual_seed(0)
+    m = build_method("sparsecontrast:keep_ratio=0.5", "resnet18", 128).eval()
+    dense = build_method("sparsecontrast:keep_ratio=1.0", "resnet18", 128).eval()
+    x = torch.randn(2, 1, 128, 128)
+    shapes = []
+    hook = m.backbone.stages[1].register_forward_pre_hook(lambda mod, a: shapes.append(tuple(a[0].shape)))
+    with torch.no_grad():
+        out = m.pruned(x)
+    hook.remove()
+    # after layer1 the map is 32x32; 8x8 windows -> a 4x4 grid; 8 of 16 windows go on, as a batch
+    assert out.grid == (4, 4) and out.keep.shape == (2, 8)
+    assert shapes == [(2 * 8, 64, 8, 8)]
+
+    def flops(enc):
+        with FlopCounterMode(display=False) as c, torch.no_grad():
+            enc(x)
+        return c.get_total_flops()
+    assert flops(m.encoder) < 0.7 * flops(dense.encoder)
+    loss = m.train().training_step(x.repeat(2, 1, 1, 1), torch.Generator().manual_seed(0))["loss"]
+    loss.backward()
+    assert m.predictor.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(CxrclError, match="keep_ratio"):
+        build_method("sparsecontrast:keep_ratio=0", VIT4, 32)
+    with pytest.raises(CxrclError, match="prune_at"):
+        build_method("sparsecontrast:prune_at=4", VIT4, 32)
+    with pytest.raises(CxrclError, match="ramp_fraction"):
+        build_method("sparsecontrast:dense_fraction=0.8:ramp_fraction=0.5", VIT4, 32)
+    with pytest.raises(CxrclError, match="window"):
+        build_method("sparsecontrast:window=5", "resnet18", 64)
+
+
+def test_resume_is_exact_and_the_run_follows_the_schedule(tiny_ds, tmp_path):
+    train = dict(steps=8, batch_size=16, log_every=1, checkpoint_every=4, progress=False)
+    spec = "sparsecontrast:keep_ratio=0.5:dense_fraction=0.25:ramp_fraction=0.5"
+    full, part = tmp_path / "full", tmp_path / "part"
+    pretrain(spec, tiny_ds.root, full, backbone=TINY_VIT, train_overrides=train)
+    pretrain(spec, tiny_ds.root, part, backbone=TINY_VIT, train_overrides=train, stop_after=3)
+    pretrain(spec, tiny_ds.root, part, resume=True)
+    rec = [json.loads(line) for line in open(full / "metrics.jsonl")]
+    assert [r["keep_ratio"] for r in rec] == pytest.approx([1, 1, 1, 0.875, 0.75, 0.625, 0.5, 0.5])
+    assert [r["loss"] for r in rec] == [json.loads(line)["loss"] for line in open(part / "metrics.jsonl")]
+
+
+def test_spcl_saliency_partition_splits_only_the_salient_tokens():
+    torch.manual_seed(0)
+    m = build_method("spcl:partition=saliency:saliency_keep=0.5", VIT4, 32)
+    tokens = m.backbone.embed(torch.randn(4, 1, 32, 32))
+    (idx1, idx2), logits, rho = m.salient_partition(tokens, torch.Generator().manual_seed(0))
+    assert rho == 0.5 and idx1.shape == idx2.shape == (4, 4)  # 8 salient of 16, halved
+    for a, b in zip(idx1.tolist(), idx2.tolist(), strict=True):
+        assert not set(a) & set(b)
+    m.set_progress(0, 10)  # dense warm-up: every token is shared out
+    (idx1, idx2), _, rho = m.salient_partition(tokens, torch.Generator().manual_seed(0))
+    assert rho == 1.0 and idx1.shape[1] + idx2.shape[1] == 16
+    m.set_progress(9, 10)
+    out = m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and m.predictor.mlp[0].weight.grad.abs().sum() > 0
+    with pytest.raises(CxrclError, match="saliency_keep"):
+        build_method("spcl:partition=saliency:saliency_keep=1.5", VIT4, 32)
