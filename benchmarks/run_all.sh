@@ -8,6 +8,8 @@ bash benchmarks/bench_spcl_vs_simclr.sh                  # efficiency: S-PCL vs 
 $PY benchmarks/bench_loader.py                            # loader vs training throughput
 $PY benchmarks/bench_prepare.py                           # preparation throughput and flat memory
 $PY benchmarks/bench_phantom.py                           # phantom synthesis speed
+$PY benchmarks/bench_load.py make && $PY benchmarks/bench_load.py epoch \
+  && $PY benchmarks/bench_load.py passes                  # 100k images: flat memory, fds (~15 min)
 if [ -d ../shared/data ]; then
   bash benchmarks/real_data_linear.sh                     # linear probe on real CXRs vs floors
   bash benchmarks/spcl_pixel_gap.sh                       # what closes the gap to the pixel floor
