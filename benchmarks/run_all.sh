@@ -13,6 +13,8 @@ $PY benchmarks/bench_load.py make && $PY benchmarks/bench_load.py epoch \
 if [ -d ../shared/data ]; then
   bash benchmarks/real_data_linear.sh                     # linear probe on real CXRs vs floors
   bash benchmarks/spcl_pixel_gap.sh                       # what closes the gap to the pixel floor
+  $PY benchmarks/text_labeller.py                         # labeller vs Open-i MeSH, and medspaCy ConText's labels
+  $PY benchmarks/text_encoders.py                         # BPE + MLM pre-training, three encoders side by side
 else
   echo "../shared/data not found: skipping the real-data tables"
 fi

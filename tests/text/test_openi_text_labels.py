@@ -41,6 +41,10 @@ def test_openi_labels_from_text(tmp_path):
     assert meta.loc["CXR1", "label_effusion"] == 1 and meta.loc["CXR1", "label_pneumothorax"] == 0
     assert math.isnan(meta.loc["CXR1", "label_pneumonia"])  # uncertain -> empty; indication unread
     assert meta.loc["CXR2", "label_no_finding"] == 1 and math.isnan(meta.loc["CXR2", "label_cardiomegaly"])
+    # a prepared data set is an input of `cxrcl text label` (its reports.csv)
+    assert main(["text", "label", str(tmp_path / "text"), "--out", str(tmp_path / "l.csv")]) == 0
+    lab = pd.read_csv(tmp_path / "l.csv").set_index("id")
+    assert lab.loc["CXR1", "effusion"] == 1 and lab.loc["CXR1", "pneumonia"] == -1
     # the default still reads MeSH
     assert main(["data", "prepare", "openi", str(root), str(tmp_path / "mesh"), "--size", "16",
                  "--split", "patient:0.5,0,0.5"]) == 0
