@@ -45,6 +45,31 @@ def summary(truth, pred, halves) -> dict:
     return out
 
 
+def phantom_check(n: int = 2048) -> dict:
+    """The labeller on the phantom's templated reports (``cxrcl data phantom``, seed 0) against
+    the phantom's own labels: precision / recall / F1 per finding (positive = labeller 1)."""
+    import tempfile
+
+    from cxrcl.cli import main as cli
+    from cxrcl.text.labeller import label_text
+
+    with tempfile.TemporaryDirectory() as tmp:
+        assert cli(["data", "phantom", f"{tmp}/ph", "--n", str(n), "--size", "32"]) == 0
+        meta = pd.read_csv(f"{tmp}/ph/meta.csv")
+    labels = pd.DataFrame([label_text(r) for r in meta["report"]])
+    names = [c[len("label_"):] for c in meta.columns if c.startswith("label_")]
+    truth = pd.DataFrame({f: meta[f"label_{f}"].astype(int) for f in names})
+    pred = pd.DataFrame({f: (labels[f] == 1).astype(int) for f in names})
+    out = {}
+    for f in names:
+        t, p = truth[f].to_numpy(), pred[f].to_numpy()
+        tp, fp, fn = int((t & p).sum()), int(((1 - t) & p).sum()), int((t & (1 - p)).sum())
+        prec, rec = tp / max(1, tp + fp), tp / max(1, tp + fn)
+        out[f] = {"precision": round(prec, 4), "recall": round(rec, 4), "support": int(t.sum()),
+                  "f1": round(2 * prec * rec / (prec + rec), 4) if prec + rec else 0.0}
+    return {"n_reports": n, "findings": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dump-sentences", help="write {id: [sentences]} for the medspaCy script and stop")
@@ -80,6 +105,7 @@ def main() -> None:
         }
     else:
         result["medspacy_context"] = f"not run: {ms} missing (see benchmarks/text_medspacy_context.py)"
+    result["phantom"] = phantom_check()
     out = RESULTS / "text_labeller.json"
     out.write_text(json.dumps(result, indent=1))
     for name in EVAL_FINDINGS:

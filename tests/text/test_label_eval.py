@@ -65,3 +65,17 @@ def test_label_eval_on_real_reports(tmp_path):
         assert all(v["f1"] >= 0.70 for v in part["findings"].values()), part["findings"]
     assert len(res["disagreements"]) == 20
     assert res["splits"]["dev"]["n_reports"] + res["splits"]["heldout"]["n_reports"] == 3955
+
+
+def test_labeller_on_phantom_reports(tmp_path):
+    """The phantom's templated reports (another author's phrasing) against its own labels."""
+    assert main(["data", "phantom", str(tmp_path / "ph"), "--n", "200", "--size", "32"]) == 0
+    meta = pd.read_csv(tmp_path / "ph" / "meta.csv")
+    from cxrcl.text.labeller import label_text
+
+    labels = pd.DataFrame([label_text(r) for r in meta["report"]])
+    for name in ("nodule", "effusion", "cardiomegaly", "pneumothorax", "consolidation"):
+        truth = meta[f"label_{name}"].astype(int).to_numpy()
+        pred = (labels[name] == 1).astype(int).to_numpy()
+        assert (pred[truth == 0] == 0).all(), name  # no false positive
+        assert pred[truth == 1].mean() >= (0.85 if name == "consolidation" else 1.0), name
