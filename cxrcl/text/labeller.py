@@ -5,20 +5,24 @@ labeller (Irvin et al. 2019): find mentions with a lexicon (ours, :mod:`cxrcl.te
 decide each mention's status from trigger phrases whose *scope* covers it. Our choices:
 
 - Text: the findings and impression sections (indication and comparison are not read: "eval for
-  pneumonia" is a question, not a finding). Each sentence is lower-cased and split into clauses
-  at scope terminators (``but``, ``however``, ``although``, ``except``, ``other than``, ``which``,
-  ``;``, ``:``, and the copula after a negated list: ``no effusion. heart is enlarged``).
+  pneumonia" is a question, not a finding). Each sentence is lower-cased; a trigger's scope is
+  the clause around the mention, which ends at ``but``, ``however``, ``although``, ``except``,
+  ``other than``, ``which``, ``there is``, ``is seen``, ``;``, ``:`` or a comma that opens a
+  clause with its own verb (``no effusion, the heart is enlarged``).
 - Pseudo-triggers are masked first so that they trigger nothing: ``no change``, ``no interval
   change``, ``unchanged``, ``to ensure resolution``, ``not only``.
-- Uncertainty (checked before negation, so that ``cannot exclude`` is not read as a negation):
-  ``may``, ``possible``, ``probable``, ``likely``, ``suspect``, ``questionable``, ``concern for``,
-  ``suggest``, ``could``, ``versus``, ``cannot exclude``, ``not excluded``, ``differential`` ... in
-  the clause before the mention, or ``is not excluded`` / ``cannot be excluded`` after it.
-- Negation: ``no``, ``without``, ``negative for``, ``free of``, ``absence of``, ``resolved``,
-  ``resolution of``, ``clear of``, ``rather than`` before the mention in the same clause, or
-  ``is not seen / identified / present / visualized``, ``has resolved``, ``is absent``, ``none``
-  after it; a pattern's own ``neg`` group (``heart is not enlarged``); and the normal statements
-  of the lexicon (``heart size is normal`` -> cardiomegaly negative).
+- Order of the rules for one mention: (1) ``cannot exclude``, ``not excluded``, ``difficult to
+  exclude`` anywhere in the clause -> uncertain; (2) a negation before it (``no``, ``not``,
+  ``without``, ``negative``, ``free of``, ``absence of``, ``resolved``, ``resolution of``,
+  ``clear``, ``rather than`` ...) -> negative, also over a later hedge ("no findings to suggest
+  pneumonia", "no suspicious nodule"); (3) a hedge before it (``may``, ``might``, ``could``,
+  ``possible``, ``suspect``, ``questionable``, ``concern for``, ``suggest``, ``versus``,
+  ``differential``, ``vague``, ``?`` ...) or ``is suspected`` / ``?`` after it -> uncertain; (4)
+  ``is not seen / identified / present``, ``has resolved``, ``is absent``, ``within normal
+  limits`` after it -> negative; else positive. "Likely", "probable", "consistent with",
+  "represents" are not hedges (the MeSH coders index such findings; chosen on the dev half).
+- A pattern's own ``neg`` group (``heart is not enlarged``) and the lexicon's normal statements
+  (``heart size is normal``) give negative mentions directly.
 - A report's label per finding: 1 (positive) if any mention is positive, else -1 (uncertain) if
   any is uncertain, else 0 (negative) if any is negative, else empty (not mentioned) - the
   CheXpert coding. ``no_finding`` is 1 when no finding and no :data:`OTHER_ABNORMAL` item is
@@ -126,7 +130,7 @@ def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
     return left, right
 
 
-def _status(sentence: str, masked: str, start: int, end: int) -> tuple[float, str]:
+def _status(masked: str, start: int, end: int) -> tuple[float, str]:
     """Status of the mention at ``[start, end)`` from the triggers in its clause.
 
     Order: "cannot exclude" and kin -> uncertain; a negation before it in the clause -> negative
@@ -165,7 +169,7 @@ def find_mentions(sentence: str) -> list[Mention]:
                 if m.groupdict().get("neg"):
                     out.append(Mention(name, m.start(), m.end(), m.group(), NEGATIVE, m.group("neg").strip()))
                     continue
-                status, trig = _status(low, masked, m.start(), m.end())
+                status, trig = _status(masked, m.start(), m.end())
                 out.append(Mention(name, m.start(), m.end(), m.group(), status, trig))
     for name, rxs in _NORMAL_RX.items():
         for rx in rxs:
@@ -178,7 +182,7 @@ def _other_abnormal(sentence: str) -> bool:
     low = sentence.lower()
     masked = _mask(low, PSEUDO)
     for m in _OTHER_RX.finditer(low):
-        status, _ = _status(low, masked, m.start(), m.end())
+        status, _ = _status(masked, m.start(), m.end())
         if status != NEGATIVE:
             return True
     return False

@@ -28,7 +28,7 @@ PLACEHOLDER = "XXXX"
 TEXT_COLUMN_GUESSES = ("report", "text", "findings_impression", "findings", "impression")
 
 _X_RUN = re.compile(r"X{4,}")
-_ABBREV = re.compile(r"(?:\b(?:dr|mr|mrs|ms|approx|vs|no|fig|e\.g|i\.e|st|sq)|\b[A-Z])\.$", re.I)
+_ABBREV = re.compile(r"(?:\b(?:dr|mr|mrs|ms|approx|vs|fig|e\.g|i\.e|st|sq)|\b[A-Z])\.$", re.I)
 _LIST_NUMBER = re.compile(r"^\s*(?:\(?\d{1,2}[.)]|[-*\u2022])\s+")
 _BOUNDARY = re.compile(r"(?<=[.?!;])\s+(?=\S)")
 
