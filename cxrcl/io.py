@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from cxrcl.errors import CxrclError
+
+
+def _writable(folder: Path) -> bool:
+    """Can a new file be made in ``folder``? Tried for real: permission bits do not bind root,
+    and a read-only or virtual file system (/proc) refuses what os.access allows."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def check_writable_file(path: str | os.PathLike, what: str = "output") -> Path:
@@ -26,7 +39,7 @@ def check_writable_file(path: str | os.PathLike, what: str = "output") -> Path:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise CxrclError(f"cannot write {what} {path}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not _writable(probe):
         raise CxrclError(f"cannot write {what} {path}: {probe} is not writable; choose another path")
     return path
 
@@ -39,7 +52,7 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> 
         probe = probe.parent
     if not probe.is_dir():
         raise CxrclError(f"cannot use {what} {path}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not _writable(probe):
         raise CxrclError(f"cannot use {what} {path}: {probe} is not writable; choose another path")
     return path
 

@@ -86,6 +86,14 @@ def test_unwritable_folder(command, capsys, tmp_path, tiny_ds, no_work):
     assert_one_line_error(code, err, "locked", "not writable")
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+@pytest.mark.parametrize("command", ["eval", "bench", "report", "embed"])
+def test_folder_where_no_file_can_be_made(command, capsys, tiny_ds, no_work):
+    # /proc/self is a folder in which nobody, root included, can create a file
+    code, _, err = run_cli(capsys, *_commands(tiny_ds, "/proc/self/o.json")[command])
+    assert_one_line_error(code, err, "/proc/self", "not writable")
+
+
 @pytest.mark.parametrize("command", ["eval", "bench", "report", "embed"])
 def test_a_users_file_is_never_overwritten(command, capsys, tmp_path, tiny_ds, no_work):
     theirs = tmp_path / "notes.json"
