@@ -26,22 +26,37 @@ Our choices, per level s in {1, 2, 3} for an image of H px (intensities in [0, 1
 
 All fields are separable (outer products of per-row and per-column profiles), so a batch of
 256 images of 224 px takes well under a second.
+
+``components`` restricts a call to some of the kinds above (``COMPONENTS``; default all, the
+``--degrade-test`` setting); the random draws do not depend on it, so a component looks the
+same alone as in the combination. :func:`degrade_batch` is the training-side entry point
+(CoMCL's low-quality views): normalised tensors in and out, a level and a component set per
+image, every draw from a ``torch.Generator`` -- the same function, so training and robustness
+evaluation share one definition of "low quality".
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Collection
 
+import numpy as np
+import torch
+
+from cxrcl.data.normalize import to_model_input, to_uint8
 from cxrcl.errors import CxrclError
 
 LEVELS = (0, 1, 2, 3)
+COMPONENTS = ("exposure", "resolution", "contrast", "illumination", "grid", "spots", "noise")
 _MAX_SPOTS = 2 * max(LEVELS)
 _CHUNK = 16
 
 
 def degrade(images: np.ndarray, level: int, seed: int = 0,
-            positions: np.ndarray | None = None) -> np.ndarray:
+            positions: np.ndarray | None = None,
+            components: Collection[str] | None = None) -> np.ndarray:
     """Degrade uint8 images [N, H, W] (or one [H, W]) at ``level``; returns uint8 of the same shape.
+
+    ``components``: a subset of :data:`COMPONENTS` to apply (None = all of them).
 
     >>> bad = degrade(ds.images[rows], level=2, seed=0, positions=rows)
     """
@@ -49,6 +64,9 @@ def degrade(images: np.ndarray, level: int, seed: int = 0,
     if level not in LEVELS:
         raise CxrclError(f"degradation level {level} is not available: use one of {list(LEVELS)} "
                          "(0 = none, 3 = severe)")
+    kinds = frozenset(COMPONENTS if components is None else components)
+    if not kinds or not kinds <= set(COMPONENTS):
+        raise ValueError(f"components must be a non-empty subset of {COMPONENTS}, got {sorted(kinds)}")
     arr = np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
         raise ValueError(f"expected uint8 images [N, H, W], got {arr.dtype} {arr.shape}")
@@ -64,32 +82,35 @@ def degrade(images: np.ndarray, level: int, seed: int = 0,
         return np.array(arr, copy=True)
     out = np.empty(x.shape, dtype=np.uint8)
     for a in range(0, n, _CHUNK):  # small chunks keep temporaries in cache (3x faster at 224 px)
-        out[a:a + _CHUNK] = _degrade_chunk(x[a:a + _CHUNK], level, int(seed), pos[a:a + _CHUNK])
+        out[a:a + _CHUNK] = _degrade_chunk(x[a:a + _CHUNK], level, int(seed), pos[a:a + _CHUNK], kinds)
     return out[0] if single else out
 
 
-def _degrade_chunk(x: np.ndarray, level: int, seed: int, pos: np.ndarray) -> np.ndarray:
+def _degrade_chunk(x: np.ndarray, level: int, seed: int, pos: np.ndarray,
+                   kinds: frozenset[str] = frozenset(COMPONENTS)) -> np.ndarray:
     n, h, w = x.shape
     s = float(level)
     p = _draw(pos, seed, h, w)
 
     # 1. exposure (gamma, under or over) as a per-image lookup table on the uint8 input
-    gamma = np.exp(p["exp_sign"] * 0.2 * s * p["exp_u"])
+    gamma = np.exp(p["exp_sign"] * 0.2 * s * p["exp_u"]) if "exposure" in kinds else np.ones(n)
     lut = (np.arange(256, dtype=np.float64)[None, :] / 255.0) ** gamma[:, None]
     y = lut.astype(np.float32)[np.arange(n)[:, None, None], x]
 
     # 2. resolution: blur then down/up-sampling
-    y = _gaussian_blur(y, 0.3 * s * h / 64.0)
-    f = 1.0 + 0.5 * s
-    y = _resize(_resize(y, max(2, round(h / f)), max(2, round(w / f))), h, w)
+    if "resolution" in kinds:
+        y = _gaussian_blur(y, 0.3 * s * h / 64.0)
+        f = 1.0 + 0.5 * s
+        y = _resize(_resize(y, max(2, round(h / f)), max(2, round(w / f))), h, w)
 
     # 3. contrast loss around each image's mean, uneven illumination (gradient + broad blob),
     #    grid lines and artefact spots: all separable fields, so cheap at any size
-    mean = y.mean(axis=(1, 2), keepdims=True)
-    y = mean + (y - mean) * np.float32(1.0 - 0.1 * s)
+    if "contrast" in kinds:
+        mean = y.mean(axis=(1, 2), keepdims=True)
+        y = mean + (y - mean) * np.float32(1.0 - 0.1 * s)
     yy = (np.arange(h, dtype=np.float32) / max(h - 1, 1))[None, :, None]
     xx = (np.arange(w, dtype=np.float32) / max(w - 1, 1))[None, None, :]
-    amp = np.float32(0.06 * s)
+    amp = np.float32(0.06 * s if "illumination" in kinds else 0.0)
     ca, sa = np.cos(p["ill_angle"])[:, None, None], np.sin(p["ill_angle"])[:, None, None]
     y += amp * ((xx - 0.5) * ca + (yy - 0.5) * sa)  # gradient, peak +-0.7 amp
     y += (amp * p["blob_sign"])[:, None, None] * (
@@ -100,18 +121,19 @@ def _degrade_chunk(x: np.ndarray, level: int, seed: int, pos: np.ndarray) -> np.
     rows = np.sin(2 * np.pi * np.arange(h, dtype=np.float32)[None, :] / period[:, None] + phase[:, None])
     cols = np.sin(2 * np.pi * np.arange(w, dtype=np.float32)[None, :] / period[:, None] + phase[:, None])
     vert = p["grid_vertical"]
-    g = np.float32(0.02 * s)
+    g = np.float32(0.02 * s if "grid" in kinds else 0.0)
     y += g * (~vert)[:, None, None] * rows[:, :, None] + g * vert[:, None, None] * cols[:, None, :]
     yi = np.arange(h, dtype=np.float32)[None, :]
     xi = np.arange(w, dtype=np.float32)[None, :]
-    for k in range(2 * level):  # first 2*level of the drawn spots; rounded squares exp(-(d/r)^4)
+    for k in range(2 * level if "spots" in kinds else 0):  # first 2*level of the drawn spots; rounded squares exp(-(d/r)^4)
         r = p["spot_r"][:, k, None] * h
         py = _profile((yi - p["spot_y"][:, k, None] * h) / r)
         px = _profile((xi - p["spot_x"][:, k, None] * w) / r)
         y += (np.float32(0.25 * s) * p["spot_sign"][:, k])[:, None, None] * py[:, :, None] * px[:, None, :]
 
     # 4. noise
-    y += np.float32(0.02 * s) * p["noise"]
+    if "noise" in kinds:
+        y += np.float32(0.02 * s) * p["noise"]
 
     return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
 
@@ -189,3 +211,33 @@ def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
         i0, i1, t = axis_weights(x.shape[2], w)
         x = x[:, :, i0] * (1 - t)[None, None, :] + x[:, :, i1] * t[None, None, :]
     return x
+
+
+def degrade_batch(x: torch.Tensor, levels: torch.Tensor, generator: torch.Generator,
+                  single_component_p: float = 0.5) -> torch.Tensor:
+    """Low-quality copies of a normalised batch [B, 1, S, S] (CoMCL's degraded views).
+
+    ``levels`` [B] (ints in 1..3, or 0 = unchanged) give each image's severity. Each image gets
+    either the full combination of :data:`COMPONENTS` (as ``--degrade-test`` does) or, with
+    probability ``single_component_p``, one component drawn uniformly (our choice: the network
+    should meet each kind of defect alone as well as the mixture). The seed of :func:`degrade`
+    comes from ``generator``, so a resumed run draws the same corruptions. The images pass
+    through uint8 like every test image does; the result is on ``x``'s device.
+    """
+    b = x.shape[0]
+    levels = levels.to("cpu", torch.long)
+    single = torch.rand(b, generator=generator, device=generator.device).cpu() < single_component_p
+    kind = torch.randint(len(COMPONENTS), (b,), generator=generator, device=generator.device).cpu()
+    seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator, device=generator.device))
+    u8 = to_uint8(x.detach()).cpu().numpy()
+    out = u8.copy()
+    pos = np.arange(b)
+    mode = torch.where(single, kind, len(COMPONENTS))  # len(COMPONENTS) = all of them
+    for level in levels.unique().tolist():
+        if level == 0:
+            continue
+        for m in mode[levels == level].unique().tolist():
+            sel = ((levels == level) & (mode == m)).numpy()
+            comps = None if m == len(COMPONENTS) else (COMPONENTS[m],)
+            out[sel] = degrade(u8[sel], level, seed, positions=pos[sel], components=comps)
+    return to_model_input(out, device=x.device).to(x.dtype)

@@ -53,3 +53,38 @@ def test_bad_level_and_input():
         degrade(_images(), 4, 0)
     with pytest.raises(ValueError):
         degrade(_images().astype(np.float32), 1, 0)
+
+
+def test_components_alone_and_combined():
+    from cxrcl.data.degrade import COMPONENTS
+
+    x = _images()
+    full = degrade(x, 2, seed=0)
+    assert np.array_equal(degrade(x, 2, seed=0, components=COMPONENTS), full)
+    for kind in COMPONENTS:
+        alone = degrade(x, 2, seed=0, components=[kind])
+        assert not np.array_equal(alone, x), kind
+        assert _psnr(x, alone) > _psnr(x, full), kind  # one defect is milder than all of them
+    with pytest.raises(ValueError):
+        degrade(x, 1, 0, components=["fog"])
+
+
+def test_training_views_use_the_evaluation_definition():
+    """degrade_batch (CoMCL's low-quality views) = degrade on the uint8 images, per level."""
+    import torch
+
+    from cxrcl.data.degrade import COMPONENTS, degrade_batch
+    from cxrcl.data.normalize import to_model_input, to_uint8
+
+    x = to_model_input(_images(n=6, size=32))
+    levels = torch.tensor([1, 2, 3, 3, 0, 2])
+    out = degrade_batch(x, levels, torch.Generator().manual_seed(4), single_component_p=0.0)
+    g = torch.Generator().manual_seed(4)  # replay the draws: choice, kind, then the seed
+    torch.rand(6, generator=g)
+    torch.randint(len(COMPONENTS), (6,), generator=g)
+    seed = int(torch.randint(2 ** 31 - 1, (1,), generator=g))
+    u8 = to_uint8(x).numpy()
+    for i, level in enumerate(levels.tolist()):
+        ref = degrade(u8[i:i + 1], level, seed, positions=np.array([i]))
+        assert np.array_equal(to_uint8(out[i:i + 1]).numpy(), ref), i
+    assert torch.equal(out[4], to_model_input(u8[4:5])[0])  # level 0 = unchanged

@@ -1,0 +1,104 @@
+"""DINO baseline (Caron et al., 2021): self-distillation without labels, the recipe of RAD-DINO.
+
+Paper: a student and a teacher (EMA of the student, rate 0.996 -> 1 on a cosine schedule) with
+a DINO head (3-layer MLP, L2-normalised bottleneck, weight-normalised output layer of K
+prototypes); the teacher sees 2 global crops, the student those and several small local crops;
+loss = cross-entropy between the teacher's centred, sharpened softmax (temperature warmed up from
+0.04 to 0.04-0.07) and the student's softmax (0.1) over all pairs of different views; the centre
+is an EMA (0.9) of the teacher's outputs. Built from lightly's ``DINOProjectionHead`` and
+``DINOLoss`` (its centre is a persistent buffer, so it is in the checkpoint) and
+``update_momentum``/``cosine_schedule``.
+
+Our choices, for CPU budgets: K = 1024 prototypes (paper 65,536), head hidden 512, bottleneck
+128; 2 global crops (area 0.4-1) + ``local_crops`` = 2 local crops (area 0.05-0.4; the paper
+uses 6-10). Our ViT backbones have a fixed input size, so local crops are resampled to the full
+input size: they cost a full pass each, hence the small count. CXR-safe augmentations as
+SimCLR (no flips). The teacher temperature rises linearly over the first ``teacher_warmup``
+fraction of the run and the EMA update runs at the start of each step -- both functions of the
+step, so a resumed run is exact. No last-layer freezing. Downstream, the teacher's backbone is
+the encoder (the paper evaluates the teacher).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from lightly.loss import DINOLoss
+from lightly.models.modules.heads import DINOProjectionHead
+
+from cxrcl.data.views import AugmentConfig, augment
+from cxrcl.methods.base import Method, MethodConfig
+from cxrcl.models.backbones import TokenBackbone
+from cxrcl.models.momentum import MomentumCopy, momentum_at
+
+
+@dataclass(frozen=True)
+class DINOConfig(MethodConfig):
+    proj_hidden_dim: int = 512
+    bottleneck_dim: int = 128
+    num_prototypes: int = 1024
+    local_crops: int = 2
+    global_crop_area: tuple[float, float] = (0.4, 1.0)
+    local_crop_area: tuple[float, float] = (0.05, 0.4)
+    momentum: float = 0.996
+    momentum_schedule: str = "cosine"
+    student_temp: float = 0.1
+    teacher_temp: tuple[float, float] = (0.04, 0.04)
+    teacher_warmup: float = 0.3
+    center_momentum: float = 0.9
+
+    def __post_init__(self):
+        if self.local_crops < 0:
+            raise ValueError(f"local_crops must be >= 0, got {self.local_crops}")
+        if not 0 <= self.teacher_warmup <= 1:
+            raise ValueError(f"teacher_warmup must be a fraction of the run in [0, 1], got {self.teacher_warmup}")
+
+
+class DINO(Method):
+    name = "dino"
+    config_class = DINOConfig
+
+    def __init__(self, config: DINOConfig, backbone):
+        super().__init__(config, backbone)
+        c = config
+        self.head = self._dino_head()
+        # the weight-normalised head cannot be deep-copied: the teacher's is built afresh
+        self.teacher = MomentumCopy(self.backbone, self.head,
+                                    copies=[copy.deepcopy(self.backbone), self._dino_head()])
+        self.criterion = DINOLoss(output_dim=c.num_prototypes, teacher_temp=c.teacher_temp[1],
+                                  student_temp=c.student_temp, center_momentum=c.center_momentum)
+        self.global_aug = AugmentConfig(crop_area=c.global_crop_area)
+        self.local_aug = AugmentConfig(crop_area=c.local_crop_area)
+
+    def _dino_head(self) -> DINOProjectionHead:
+        c = self.config
+        return DINOProjectionHead(self.backbone.dim, c.proj_hidden_dim, c.bottleneck_dim,
+                                  c.num_prototypes, batch_norm=c.proj_batch_norm)
+
+    def momentum_now(self) -> float:
+        c = self.config
+        return momentum_at(self.step, self.total_steps, c.momentum, 1.0, c.momentum_schedule)
+
+    def teacher_temp_now(self) -> float:
+        start, end = self.config.teacher_temp
+        warm = self.config.teacher_warmup
+        return end if warm == 0 else start + (end - start) * min(1.0, self.progress / warm)
+
+    def training_step(self, images, generator):
+        m = self.momentum_now()
+        self.teacher.update(m)
+        b = images.shape[0]
+        globals_ = torch.cat([augment(images, generator, self.global_aug) for _ in range(2)])
+        locals_ = [augment(images, generator, self.local_aug) for _ in range(self.config.local_crops)]
+        student = self.head(self.backbone(torch.cat([globals_, *locals_]))).split(b)
+        with torch.no_grad():
+            teacher = self.teacher(globals_).split(b)
+        t = self.teacher_temp_now()
+        loss = self.criterion(list(teacher), list(student), teacher_temp=t)
+        return {"loss": loss, "momentum": torch.tensor(m), "teacher_temp": torch.tensor(t)}
+
+    @property
+    def encoder(self) -> TokenBackbone:
+        return self.teacher[0]

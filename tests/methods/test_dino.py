@@ -1,0 +1,52 @@
+"""DINO: teacher = EMA of the student, centre and teacher temperature, teacher as the encoder."""
+
+import pytest
+import torch
+
+from cxrcl.methods.registry import build_method
+from cxrcl.models.momentum import momentum_at
+from tests.conftest import TINY_VIT
+
+
+def dino(spec="dino"):
+    torch.manual_seed(0)
+    return build_method(spec, TINY_VIT, 32)
+
+
+def test_teacher_starts_as_the_student_and_follows_it_by_ema():
+    m = dino()
+    student = list(m.backbone.parameters()) + list(m.head.parameters())
+    for s, t in zip(student, m.teacher.parameters(), strict=True):
+        assert torch.equal(s, t) and not t.requires_grad
+    with torch.no_grad():
+        for p in student:
+            p.add_(0.1)
+    m.set_progress(30, 100)
+    m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))
+    rate = momentum_at(30, 100, 0.996)
+    some = next(iter(m.teacher.parameters()))
+    torch.testing.assert_close(some, rate * (student[0] - 0.1) + (1 - rate) * student[0])
+    assert m.encoder is m.teacher[0]  # the teacher's backbone is the downstream encoder
+
+
+def test_centre_is_checkpointed_and_moves_towards_the_teacher_mean():
+    m = dino("dino:center_momentum=0.5")
+    assert "criterion.center" in m.state_dict()
+    assert float(m.criterion.center.abs().sum()) == 0.0
+    m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))
+    assert float(m.criterion.center.abs().sum()) > 0.0
+
+
+def test_teacher_temperature_warms_up_with_the_step():
+    m = dino("dino:teacher_temp=0.04,0.07:teacher_warmup=0.5")
+    temps = []
+    for step in (0, 25, 50, 90):
+        m.set_progress(step, 100)
+        temps.append(m.teacher_temp_now())
+    assert temps == pytest.approx([0.04, 0.055, 0.07, 0.07])
+
+
+def test_local_crops_add_student_views_and_loss_is_finite():
+    m = dino("dino:local_crops=0")
+    out = m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
