@@ -6,9 +6,10 @@ Writes benchmarks/results/text_labeller.json:
   the dev half): per-finding precision / recall / F1 / support on all reports, on the dev half
   (lexicon tuned there) and on the held-out half, and the 20 most frequent disagreements.
 - ``ours_uncertain_positive``: the same labeller with uncertain -> positive (the policy not chosen).
-- ``medspacy_context``: medspaCy's ConText scope on our lexicon (see
-  benchmarks/text_medspacy_context.py, which must have written
-  benchmarks/results/text_medspacy_labels.json first; skipped with a note otherwise).
+- ``medspacy_context`` / ``negspacy_negex``: medspaCy's ConText / negspacy's NegEx scope on our
+  lexicon (see benchmarks/text_medspacy_context.py, which must have written
+  benchmarks/results/text_medspacy_labels.json / text_negspacy_labels.json first; skipped with a
+  note otherwise).
 
     .venv/bin/python benchmarks/text_labeller.py [--dump-sentences PATH]
 """
@@ -91,20 +92,22 @@ def main() -> None:
         "ours": ours,
         "ours_uncertain_positive": {k: other[k] for k in ("findings", "macro_f1", "splits")},
     }
-    ms = RESULTS / "text_medspacy_labels.json"
-    if ms.is_file():
-        data = json.loads(ms.read_text())
+    truth, halves = mesh_truth(reports["mesh_major"]), reports["id"].map(split_of)
+    for key, name in (("medspacy_context", "text_medspacy_labels.json"),
+                      ("negspacy_negex", "text_negspacy_labels.json")):
+        path = RESULTS / name
+        if not path.is_file():
+            result[key] = f"not run: {path} missing (see benchmarks/text_medspacy_context.py)"
+            continue
+        data = json.loads(path.read_text())
         labels = pd.DataFrame([data["labels"][i] for i in reports["id"]]).astype(float)
         labels = labels.reindex(columns=[*LABELS], fill_value=float("nan"))
-        truth, halves = mesh_truth(reports["mesh_major"]), reports["id"].map(split_of)
-        result["medspacy_context"] = {
-            "versions": {"medspacy": data["medspacy"], "spacy": data["spacy"]},
+        result[key] = {
+            "versions": {k: v for k, v in data.items() if k not in ("labels", "seconds")},
             "seconds": data["seconds"],
             **{f"uncertain_{p}": summary(truth, predictions(labels, p), halves)
                for p in ("negative", "positive")},
         }
-    else:
-        result["medspacy_context"] = f"not run: {ms} missing (see benchmarks/text_medspacy_context.py)"
     result["phantom"] = phantom_check()
     out = RESULTS / "text_labeller.json"
     out.write_text(json.dumps(result, indent=1))
