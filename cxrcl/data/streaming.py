@@ -134,6 +134,27 @@ def _sha256_lines(items: Iterable) -> str:
     return h.hexdigest()
 
 
+#: The ``skipped`` reason of a file whose path (taken from the source's metadata) leaves INPUT.
+LEAVES_ROOT = "path leaves the input folder (absolute, or '..' above it): not read"
+
+
+def leaves_root(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """True when ``path`` (usually ``root / <a name from metadata>``) is not inside ``root``.
+
+    ``root`` followed by plain names is inside (a symbolic link the user put inside INPUT is
+    followed, our choice); a path that is absolute elsewhere or climbs with ``..`` is inside only
+    when its real location is (a NUL byte there makes it outside).
+    """
+    pp, rp = Path(path).parts, Path(root).parts
+    if pp[:len(rp)] == rp and ".." not in pp[len(rp):]:
+        return False
+    try:
+        real, real_root = os.path.realpath(path), os.path.realpath(root)
+        return os.path.commonpath([real, real_root]) != real_root
+    except ValueError:  # a NUL byte, or nothing in common
+        return True
+
+
 def decode_fingerprint(paths: Sequence[str | os.PathLike], size: int, root: Path | None = None,
                        decode: Callable | None = None, extra: dict | None = None, *,
                        args: Sequence | None = None,
@@ -181,7 +202,9 @@ def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, work
     The decoder's ``extra`` values (also those of files that failed with a
     :class:`DecodeFailure`) are in ``writer.extras`` by input row, resumed runs included.
     ``pre_skipped`` maps rows to a reason for files known to be unusable before decoding (e.g.
-    a malformed annotation): they are not read and are listed like the others. ``names`` are
+    a malformed annotation): they are not read and are listed like the others. With ``root``
+    (INPUT), every path that leaves it (:func:`leaves_root`, e.g. an Open-i image id
+    ``../../x``) is skipped that way too, with the reason :data:`LEAVES_ROOT`. ``names`` are
     the file names shown in the ``skipped`` list and the warnings (default: the paths,
     relative to ``root``); ``what`` names the files in messages (e.g. ``"DICOM"``).
 
@@ -198,6 +221,10 @@ def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, work
     if n == 0:
         raise CxrclError(f"no images to prepare for {out}")
     pre_skipped = dict(pre_skipped or {})
+    if root is not None:  # a path taken from metadata may name a file outside INPUT: never read it
+        for i, path in enumerate(paths):
+            if i not in pre_skipped and leaves_root(path, root):
+                pre_skipped[i] = LEAVES_ROOT
     fp = decode_fingerprint(paths, size, root, decode, fingerprint, args=args, pre_skipped=pre_skipped)
     if checkpoint_every is None:  # 256 images, fewer for big images (<= ~64 MiB between flushes)
         checkpoint_every = min(CHECKPOINT_EVERY, max(16, (64 << 20) // (size * size)))
@@ -251,8 +278,9 @@ def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, work
         raise CxrclError(f"none of the {n} {what} files for {out} could be read "
                          f"(e.g. {skipped[0]['file']}: {reasons[0]}); check the input paths and files")
     if skipped:
-        log.warning("%d of %d files skipped (unreadable or missing%s)", len(skipped), n,
-                    ", or with a malformed annotation" if pre_skipped else "")
+        log.warning("%d of %d files skipped (unreadable, missing%s; each listed with its reason in "
+                    "skipped.csv)", len(skipped), n, ", outside INPUT or with a malformed annotation"
+                    if pre_skipped else "")
         if not writer.compacted:
             try:
                 writer.compact(kept)

@@ -127,12 +127,13 @@ def salt_id(salt: str) -> str:
 def write_dicoms(out: Path, paths: Sequence[str | os.PathLike], size: int, workers: int, progress: bool,
                  names: Sequence[str] | None = None, salt: str | None = None,
                  mask_fn: MaskFn | None = None, mask_args: Sequence | None = None,
-                 pre_skipped: Mapping[int, str] | None = None,
+                 pre_skipped: Mapping[int, str] | None = None, root: Path | None = None,
                  ) -> tuple[PreparedWriter, list[int], list[dict], list[dict | None]]:
     """:func:`~cxrcl.data.streaming.write_decoded` with a :class:`DicomDecoder`: resumable,
     bounded memory, masks iff ``mask_fn`` (from ``mask_args[i]``).
 
-    ``names``, ``pre_skipped``: as in ``write_decoded``. Returns the writer (not finished), the
+    ``names``, ``pre_skipped``, ``root`` (INPUT: paths outside it are skipped): as in
+    ``write_decoded``. Returns the writer (not finished), the
     decoded indices in order, the ``skipped`` list ``[{file, reason}]`` and the header of every
     path (None when it could not be read), those of a resumed run's earlier rows included.
     """
@@ -143,7 +144,7 @@ def write_dicoms(out: Path, paths: Sequence[str | os.PathLike], size: int, worke
         Path(out), paths, size, workers, progress, decode=DicomDecoder(salt, mask_fn),
         fingerprint=fingerprint, with_masks=mask_fn is not None,
         args=None if mask_fn is None else mask_args, pre_skipped=pre_skipped,
-        names=names, what="DICOM")
+        names=names, what="DICOM", root=root)
     headers = [writer.extras.get(i) for i in range(len(paths))]
     return writer, kept, skipped, headers
 
@@ -247,7 +248,7 @@ def prepare_dicom(input: str | Path, out: str | Path, size: int = 128, split: st
 
     salt = dicom_salt()
     writer, kept, skipped, headers = write_dicoms(Path(out), files, size, workers, progress,
-                                                  names=rel.tolist(), salt=salt)
+                                                  names=rel.tolist(), salt=salt, root=root)
     with keep_or_abort(writer):
         meta["patient_id"], _ = patient_keys(headers, meta["id"])
         missing = sum(not (headers[i] or {}).get("patient_key") for i in kept)

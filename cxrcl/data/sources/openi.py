@@ -109,9 +109,10 @@ LABEL_NAMES = tuple(sorted(set(MESH_LABELS.values()) | set(MESH_QUALIFIED.values
 
 
 # ----------------------------------------------------------------------------- parsing
-def iter_openi_xml(source: str | Path) -> Iterator[tuple[str, bytes]]:
+def iter_openi_xml(source: str | Path) -> Iterator[tuple[str, bytes | None]]:
     """``(file name, bytes)`` of every report XML in a directory (``ecgen-radiology/`` or its
-    parent) or in a ``.tgz`` / ``.tar.gz`` / ``.tar`` archive (read without extracting)."""
+    parent) or in a ``.tgz`` / ``.tar.gz`` / ``.tar`` archive (read without extracting); the
+    bytes are None for a name that cannot be read as a file (e.g. a folder named ``117.xml``)."""
     source = Path(source)
     if source.is_file():
         try:
@@ -130,7 +131,11 @@ def iter_openi_xml(source: str | Path) -> Iterator[tuple[str, bytes]]:
         raise CxrclError(f"{source} does not exist: pass the ecgen-radiology folder (or NLMCXR_reports.tgz)")
     folder = source / "ecgen-radiology" if (source / "ecgen-radiology").is_dir() else source
     for p in sorted(folder.glob("*.xml"), key=lambda p: _order(p.name)):
-        yield p.name, p.read_bytes()
+        try:
+            data = p.read_bytes() if p.is_file() else None
+        except OSError:
+            data = None
+        yield p.name, data
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -198,6 +203,8 @@ def parse_openi_report_table(source: str | Path, errors: list[dict] | None = Non
     rows = []
     for name, data in iter_openi_xml(source):
         try:
+            if data is None:
+                raise ValueError("not a readable file (a folder, or no permission to read it)")
             rows.append(parse_openi_xml(data, name))
         except (ET.ParseError, ValueError) as e:
             if errors is None:

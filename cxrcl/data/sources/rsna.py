@@ -235,7 +235,7 @@ def prepare_rsna(input: str | Path, out: str | Path, size: int = 128, split: str
     names = [f"{image_dir.name}/{p}.dcm" for p in pids]
     writer, kept, skipped, headers = write_dicoms(Path(out), paths, size, workers, progress, names=names,
                                                   salt=salt, mask_fn=box_mask,
-                                                  mask_args=table["boxes"].tolist())
+                                                  mask_args=table["boxes"].tolist(), root=root)
     with keep_or_abort(writer):
         hdr = header_frame(headers, meta.index)
         meta = pd.concat([meta, hdr], axis=1)

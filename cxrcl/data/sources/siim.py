@@ -214,7 +214,7 @@ def prepare_siim(input: str | Path, out: str | Path, size: int = 128, split: str
     writer, kept, skipped, headers = write_dicoms(Path(out), paths, size, workers, progress,
                                                   names=[f"{x}.dcm" for x in ids], salt=salt,
                                                   mask_fn=rle_mask, mask_args=table["rles"].tolist(),
-                                                  pre_skipped=pre_skipped)
+                                                  pre_skipped=pre_skipped, root=root)
     with keep_or_abort(writer):
         meta = pd.DataFrame({"id": ids})
         meta["patient_id"], _ = patient_keys(headers, ids)
