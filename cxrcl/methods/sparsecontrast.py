@@ -14,6 +14,14 @@ kept tokens -> projection head -> NT-Xent (SimCLR's loss) + ``sparsity_weight`` 
 keep-ratio term. The kept fraction follows a schedule: dense for ``dense_fraction`` of the
 steps, then a linear ramp to ``keep_ratio`` over ``ramp_fraction``.
 
+``rarity_weight`` (our addition, off by default; the paper's predictor learns from the
+contrastive loss alone): the predictor is also trained (binary cross-entropy, weight
+``rarity_weight``) to flag the ``keep_ratio`` most *atypical* tokens of each view: those whose
+standardised pixels differ most from running per-position statistics over the training views
+(buffers ``pixel_mean``/``pixel_sq``, an average with momentum ``rarity_momentum``, saved with
+the weights so a resume is exact). On the phantom the contrastive signal alone did not lead the
+predictor to lesions; positional atypicality does (docs/methods/sparsecontrast.md). ViT only.
+
 ``keep_ratio=1`` builds no predictor and is SimCLR with the same config, exactly (same views,
 loss and gradients; tested): the dense counterpart. A method built outside the training loop
 (bench, explain, tests) stands at the end of its schedule, i.e. at ``keep_ratio``.
@@ -24,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from cxrcl.data.views import AugmentConfig, augment
 from cxrcl.losses.info_nce import InfoNCELoss
@@ -33,6 +42,8 @@ from cxrcl.models.saliency import (
     Pruned,
     SaliencyPredictor,
     SparseEncoder,
+    patchify,
+    rarity_target,
     scheduled_keep_ratio,
     sparsity_loss,
 )
@@ -48,6 +59,8 @@ class SparseContrastConfig(MethodConfig):
     dense_fraction: float = 0.1      # schedule: dense warm-up
     ramp_fraction: float = 0.3       # schedule: linear ramp to keep_ratio
     predictor_hidden: int | None = None
+    rarity_weight: float = 0.0       # our addition: distil positional atypicality (ViT only)
+    rarity_momentum: float = 0.99
     crop_area_min: float = 0.5       # views: as SimCLR
     rotation_deg: float = 10.0
     blur_p: float = 0.5
@@ -59,8 +72,10 @@ class SparseContrastConfig(MethodConfig):
                 and self.dense_fraction + self.ramp_fraction <= 1):
             raise ValueError("dense_fraction and ramp_fraction must be >= 0 and sum to <= 1, got "
                              f"{self.dense_fraction} and {self.ramp_fraction}")
-        if self.sparsity_weight < 0 or self.noise < 0:
-            raise ValueError("sparsity_weight and noise must be >= 0")
+        if self.sparsity_weight < 0 or self.noise < 0 or self.rarity_weight < 0:
+            raise ValueError("sparsity_weight, noise and rarity_weight must be >= 0")
+        if not 0 <= self.rarity_momentum < 1:
+            raise ValueError(f"rarity_momentum must be in [0, 1), got {self.rarity_momentum}")
 
 
 def default_prune_at(backbone) -> int:
@@ -95,6 +110,13 @@ class SparseContrast(Method):
                 backbone, self.predictor, self.prune_at, config.keep_ratio, config.window))
             if not self._sparse.is_vit:
                 self._sparse.window_grid(self._sparse.map_size())
+            if config.rarity_weight > 0:
+                if not self._sparse.is_vit:
+                    raise ValueError("rarity_weight needs a ViT backbone (its tokens are pixel patches)")
+                shape = (backbone.num_tokens, backbone.patch_size ** 2)
+                self.register_buffer("pixel_mean", torch.zeros(shape))
+                self.register_buffer("pixel_sq", torch.ones(shape))
+                self.register_buffer("pixel_updates", torch.zeros(()))
         self.step, self.total_steps = 1, 1  # outside the loop: the end of the schedule
 
     def _cnn_width(self) -> int:
@@ -134,8 +156,23 @@ class SparseContrast(Method):
         contrastive = self.criterion(z1, z2)
         sparsity = sparsity_loss(out.logits, self.config.keep_ratio)
         loss = contrastive + self.config.sparsity_weight * sparsity
-        return {"loss": loss, "contrastive": contrastive.detach(), "sparsity": sparsity.detach(),
+        logs = {"contrastive": contrastive.detach(), "sparsity": sparsity.detach(),
                 "keep_ratio": torch.tensor(rho), "temperature": self.criterion.temperature.detach()}
+        if self.config.rarity_weight > 0:
+            rarity = F.binary_cross_entropy_with_logits(out.logits.float(), self.rarity_target(views))
+            loss = loss + self.config.rarity_weight * rarity
+            logs["rarity"] = rarity.detach()
+        return {"loss": loss, **logs}
+
+    @torch.no_grad()
+    def rarity_target(self, views: torch.Tensor) -> torch.Tensor:
+        """Update the per-position pixel statistics with this batch, then the 0/1 target."""
+        patches = patchify(views.float(), self.backbone.patch_size)
+        m = min(self.config.rarity_momentum, float(self.pixel_updates) / (float(self.pixel_updates) + 1))
+        self.pixel_mean.mul_(m).add_((1 - m) * patches.mean(0))
+        self.pixel_sq.mul_(m).add_((1 - m) * (patches ** 2).mean(0))
+        self.pixel_updates.add_(1)
+        return rarity_target(patches, self.pixel_mean, self.pixel_sq, self.config.keep_ratio)
 
     @property
     def encoder(self):

@@ -228,3 +228,23 @@ class SparseEncoder(TokenBackbone):
         s = self.window
         t = fmap.view(b, c, h // s, s, w // s, s).permute(0, 2, 4, 1, 3, 5)
         return t.reshape(b, (h // s) * (w // s), c, s, s)
+
+
+def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Images [B, 1, S, S] -> per-image standardised pixel patches [B, N, patch * patch]
+    (raster order, the ViT's token order)."""
+    x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    b, _, s, _ = x.shape
+    g = s // patch
+    return x.view(b, g, patch, g, patch).permute(0, 1, 3, 2, 4).reshape(b, g * g, patch * patch)
+
+
+def rarity_target(patches: torch.Tensor, mean: torch.Tensor, sq: torch.Tensor,
+                  keep_ratio: float) -> torch.Tensor:
+    """1 for the ``keep_ratio`` most atypical tokens of each image, else 0. Atypicality = mean
+    squared z-score of the token's pixels against the running per-position statistics
+    (``mean``, ``sq``: [N, P]), i.e. how unlike the same place in other images the token is."""
+    z2 = (patches - mean) ** 2 / (sq - mean ** 2).clamp_min(1e-4)
+    score = z2.mean(-1)
+    target = torch.zeros_like(score)
+    return target.scatter_(1, score.topk(keep_count(score.shape[1], keep_ratio), dim=1).indices, 1.0)

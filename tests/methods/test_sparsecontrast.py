@@ -192,3 +192,22 @@ def test_spcl_saliency_partition_splits_only_the_salient_tokens():
     assert torch.isfinite(out["loss"]) and m.predictor.mlp[0].weight.grad.abs().sum() > 0
     with pytest.raises(CxrclError, match="saliency_keep"):
         build_method("spcl:partition=saliency:saliency_keep=1.5", VIT4, 32)
+
+
+def test_rarity_target_flags_the_atypical_tokens_and_trains_the_predictor():
+    torch.manual_seed(0)
+    m = build_method("sparsecontrast:keep_ratio=0.25:rarity_weight=1", VIT4, 32)
+    assert {"pixel_mean", "pixel_sq", "pixel_updates"} <= set(m.state_dict())
+    x = torch.randn(64, 1, 32, 32) * 0.1
+    x[:, :, :8, :8] += torch.linspace(-1, 1, 64).view(64, 1, 1, 1)  # token 0 varies, others not
+    m.rarity_target(x)
+    odd = x.clone()
+    odd[:, :, 24:, 24:] += 3.0                                       # token 15 is unusual here
+    target = m.rarity_target(odd)
+    assert target.shape == (64, 16) and bool((target.sum(1) == 4).all())
+    assert bool((target[:, 15] == 1).all())
+    out = m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert "rarity" in out and m.predictor.mlp[0].weight.grad.abs().sum() > 0
+    with pytest.raises(CxrclError, match="ViT"):
+        build_method("sparsecontrast:rarity_weight=1", "resnet18", 64)
