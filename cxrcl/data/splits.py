@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,14 +38,15 @@ def assign_patient_splits(
     the machine.
     """
     fractions = np.asarray(fractions, dtype=float)
-    if len(fractions) != 3 or (fractions < 0).any() or abs(fractions.sum() - 1.0) > 1e-6:
+    if (len(fractions) != 3 or not np.isfinite(fractions).all() or (fractions < 0).any()
+            or abs(fractions.sum() - 1.0) > 1e-6):
         raise CxrclError(
             f"split fractions {list(fractions)} must be three non-negative numbers summing to 1, "
             "e.g. --split patient:0.7,0.1,0.2"
         )
     pids = pd.Series(patient_ids).astype(str)
     unique = pids.unique()
-    keys = [hashlib.sha256(f"{seed}:{p}".encode()).hexdigest() for p in unique]
+    keys = [hashlib.sha256(f"{seed}:{p}".encode("utf-8", "surrogateescape")).hexdigest() for p in unique]
     order = unique[np.argsort(keys, kind="stable")]
     n = len(order)
     cuts = np.round(np.cumsum(fractions) * n).astype(int)
@@ -69,13 +71,16 @@ def parse_split_spec(spec: str) -> tuple[str, tuple[float, float, float]]:
         raise CxrclError(f"split spec {spec!r}: fractions must be numbers, e.g. patient:0.7,0.1,0.2") from None
     if len(fr) != 3:
         raise CxrclError(f"split spec {spec!r}: give three fractions, e.g. patient:0.7,0.1,0.2")
+    if not all(math.isfinite(f) and f >= 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+        raise CxrclError(f"split spec {spec!r}: the fractions must be three finite numbers >= 0 that "
+                         "sum to 1, e.g. patient:0.7,0.1,0.2")
     return "patient", fr  # type: ignore[return-value]
 
 
 def manifest_hash(ids: Sequence[str], splits: Sequence[str]) -> str:
     """sha256 of the sorted ``id,split`` lines: the identity of a split, recorded in results."""
     lines = sorted(f"{i},{s}" for i, s in zip(map(str, ids), map(str, splits), strict=True))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def normalise_split_values(values: pd.Series, where: str) -> pd.Series:

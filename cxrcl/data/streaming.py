@@ -33,7 +33,7 @@ import pandas as pd
 
 from cxrcl.data.decoding import Decoded, DecodeResult, decode_file, resize_stack
 from cxrcl.data.workers import batched, ordered_map, progress_bar
-from cxrcl.data.writer import PreparedWriter
+from cxrcl.data.writer import NoSpaceLeft, PreparedWriter
 from cxrcl.errors import CxrclError
 
 log = logging.getLogger("cxrcl.data")
@@ -129,7 +129,7 @@ def decode_stream(paths: Sequence[str | os.PathLike], size: int, workers: int = 
 def _sha256_lines(items: Iterable) -> str:
     h = hashlib.sha256()
     for item in items:
-        h.update(str(item).encode())
+        h.update(str(item).encode("utf-8", "surrogateescape"))  # non-UTF-8 file names too
         h.update(b"\0")
     return h.hexdigest()
 
@@ -262,7 +262,7 @@ def write_decoded(out: Path, paths: Sequence[str | os.PathLike], size: int, work
                         on_image(done, n)
             writer.checkpoint()
     except BaseException as e:
-        if not resume or isinstance(e, CxrclError):
+        if not resume or (isinstance(e, CxrclError) and not isinstance(e, NoSpaceLeft)):
             writer.abort()
         else:
             keep_partial(writer)
@@ -317,6 +317,10 @@ def keep_or_abort(writer: PreparedWriter) -> Iterator[PreparedWriter]:
     writer is resumable (its decoded rows are on disk), like :func:`finish`."""
     try:
         yield writer
+    except NoSpaceLeft:
+        if not writer.tracking:
+            writer.abort()
+        raise
     except CxrclError:
         writer.abort()
         raise

@@ -11,6 +11,8 @@ described in :mod:`cxrcl.data.prepared`.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import logging
 import os
@@ -119,6 +121,84 @@ def _some(names: Sequence[str], k: int = 3) -> str:
     return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
+class NoSpaceLeft(CxrclError):
+    """The disk of a preparation is full. Unlike other errors, the partial directory is kept, so
+    that the same command resumes once space is freed."""
+
+
+def _mount_point(path: Path) -> Path:
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    dev = p.stat().st_dev
+    while p != p.parent and p.parent.stat().st_dev == dev:
+        p = p.parent
+    return p
+
+
+def no_space(where: Path, detail: str = "") -> NoSpaceLeft:
+    """The one sentence for a full disk (the device is named by its mount point)."""
+    return NoSpaceLeft(f"no space left on {_mount_point(where)}{detail}: free space and run the same "
+                       "command to resume")
+
+
+def check_space(directory: Path, need: int) -> None:
+    """Refuse to start when the file system of ``directory`` has less than ``need`` bytes free."""
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise no_space(directory, f" (the data set needs {need / 2**30:.2f} GiB, "
+                                  f"{free / 2**30:.2f} GiB are free)")
+
+
+def reserve(path: Path) -> None:
+    """Allocate every block of ``path`` now (``posix_fallocate``): a full disk is then an
+    ``ENOSPC`` error here, instead of a ``Bus error`` when a page of the memory map is written."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:
+        return
+    with open(path, "r+b") as f:
+        try:
+            fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+
+
+def _full_disk_is_one_sentence(method):
+    """An ``ENOSPC``/``EDQUOT`` OSError of a writer method -> :class:`NoSpaceLeft`."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_space(getattr(self, "tmp", Path(".")).parent) from None
+            raise
+    return wrapped
+
+
+def text_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text value UTF-8-writable: the undecodable bytes of a non-UTF-8 file
+    name (Python's surrogate escapes, e.g. ``caf\\udcff``) become the text ``caf\\xff``. The
+    table itself is returned (no copy) when everything already encodes."""
+    def fix(v):
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return v
+
+    bad = [c for c in table.columns
+           if not pd.api.types.is_numeric_dtype(table[c]) and table[c].map(lambda v: fix(v) is not v).any()]
+    if not bad:
+        return table
+    table = table.copy()
+    for c in bad:
+        table[c] = table[c].map(fix)
+    return table
+
+
 def copy_rows(src: Path, dst: Path, keep: np.ndarray, block_bytes: int = 64 << 20) -> None:
     """Write rows ``keep`` (ascending) of the .npy ``src`` to a new .npy ``dst``, streamed with
     plain file reads in blocks of about ``block_bytes`` (no memory map, so the copy never shows
@@ -173,6 +253,7 @@ class PreparedWriter:
     ``meta.csv`` themselves.
     """
 
+    @_full_disk_is_one_sentence
     def __init__(self, out: str | os.PathLike, n: int, size: int, with_masks: bool = False,
                  overwrite: bool = True, *, resume: bool = False, fingerprint: dict | None = None,
                  checkpoint_every: int = CHECKPOINT_EVERY,
@@ -213,11 +294,20 @@ class PreparedWriter:
             if discard_reason:
                 log.warning("%s: %s; starting the preparation over", self.tmp, discard_reason)
             shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
         shape = (self.n, self.size, self.size)
-        self.images = np.lib.format.open_memmap(self.tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
-        if self.with_masks:
-            self.masks = np.lib.format.open_memmap(self.tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=shape)
+        check_space(self.tmp.parent, (2 if self.with_masks else 1) * self.n * self.size * self.size)
+        self.tmp.mkdir(parents=True)
+        try:
+            self.images = np.lib.format.open_memmap(self.tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                                    shape=shape)
+            reserve(self.tmp / "images.npy")
+            if self.with_masks:
+                self.masks = np.lib.format.open_memmap(self.tmp / "masks.npy", mode="w+", dtype=np.uint8,
+                                                       shape=shape)
+                reserve(self.tmp / "masks.npy")
+        except OSError:
+            self.abort()  # nothing is done yet: free what was taken
+            raise
         if self.fingerprint is not None:
             self._write_progress()  # the job is recorded before any work is done
 
@@ -269,6 +359,8 @@ class PreparedWriter:
         self.n = int(state.get("rows", self.n_input)) if self.compacted else self.n_input
         self.resumed, self.resumed_done = True, int(self.done.sum())
         self._load_extras()
+        for name in ["images.npy"] + (["masks.npy"] if self.with_masks else []):
+            reserve(self.tmp / name)  # the rest of a sparse array, before it is mapped
         self._map()
         log.warning("%s: resuming an interrupted preparation: %d of %d images already done",
                     self.tmp, self.resumed_done, self.n_input)
@@ -395,6 +487,7 @@ class PreparedWriter:
                 or time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds):
             self.checkpoint()
 
+    @_full_disk_is_one_sentence
     def checkpoint(self) -> None:
         """Flush the arrays, release their resident pages and (when tracking) record progress."""
         if self.images is None:
@@ -406,6 +499,7 @@ class PreparedWriter:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
 
+    @_full_disk_is_one_sentence
     def compact(self, keep: Sequence[int] | np.ndarray) -> None:
         """Keep only input rows ``keep`` (ascending), e.g. after skipped files; streamed copy.
 
@@ -420,8 +514,9 @@ class PreparedWriter:
         if len(keep) and ((np.diff(keep) <= 0).any() or keep[0] < 0 or keep[-1] >= self.n):
             raise ValueError("compact: keep must be ascending row numbers of the writer")
         self._flush()
-        self.images = self.masks = None
         names = ["images.npy"] + (["masks.npy"] if self.with_masks else [])
+        check_space(self.tmp, len(names) * len(keep) * self.size * self.size)
+        self.images = self.masks = None
         for name in names:
             copy_rows(self.tmp / name, self.tmp / name.replace(".npy", ".compact.npy"), keep)
         self.compacted, self.n = True, len(keep)
@@ -456,6 +551,7 @@ class PreparedWriter:
             if self.tracking:
                 self._write_progress()
 
+    @_full_disk_is_one_sentence
     def finish(self, meta: pd.DataFrame, *, source: str, label_names: Sequence[str] | None = None,
                text_columns: Sequence[str] = (), split_seed: int | None = None,
                split_method: str = "patient", extra: dict | None = None) -> PreparedDataset:
@@ -487,6 +583,7 @@ class PreparedWriter:
             meta["has_mask"] = 1
         for col in text_columns:
             meta[col] = meta[col].fillna("").astype(str)
+        meta = text_safe(meta)
         meta.to_csv(self.tmp / "meta.csv", index=False)
         self._flush()
         self.images = self.masks = None
@@ -510,7 +607,7 @@ class PreparedWriter:
         }
         (self.tmp / "dataset.json").write_text(json.dumps(info, indent=2))
         if info.get("skipped"):  # the preparation report a person opens: one row per skipped file
-            pd.DataFrame(info["skipped"]).to_csv(self.tmp / "skipped.csv", index=False)
+            text_safe(pd.DataFrame(info["skipped"])).to_csv(self.tmp / "skipped.csv", index=False)
         (self.tmp / PROGRESS_FILE).unlink(missing_ok=True)
         (self.tmp / EXTRAS_FILE).unlink(missing_ok=True)
         self._move_into_place()
