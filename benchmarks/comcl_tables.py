@@ -1,0 +1,72 @@
+"""Robustness summary of benchmarks/comcl_robustness.sh: one JSON + a markdown table.
+
+Reads ``benchmarks/results/comcl/{SET}_{NAME}_L{LEVEL}.json`` (``cxrcl eval linear`` outputs)
+and writes ``{SET}_robustness.json``: per encoder and label fraction, the test AUROC (mean and
+std over the 3 label-sample seeds) on clean images (level 0) and at levels 1-3, and the drop
+clean - degraded; plus the first and last logged pre-training loss of each run.
+
+Usage: python benchmarks/comcl_tables.py phantom
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "comcl"
+
+
+def summarise(name: str) -> dict:
+    out: dict = {"set": name, "encoders": {}}
+    for path in sorted(RESULTS.glob(f"{name}_*_L0.json")):
+        enc = path.name[len(name) + 1:-len("_L0.json")]
+        rows: dict = {}
+        for level in range(4):
+            p = RESULTS / f"{name}_{enc}_L{level}.json"
+            if not p.exists():
+                continue
+            for frac, s in json.loads(p.read_text())["summary"].items():
+                rows.setdefault(frac, {})[f"L{level}"] = {"auroc_mean": s["auroc_mean"],
+                                                         "auroc_std": s["auroc_std"],
+                                                         "n_seeds": s["n_seeds"]}
+        for levels in rows.values():
+            clean = levels["L0"]["auroc_mean"]
+            for key in [k for k in levels if k != "L0"]:
+                levels[key]["drop"] = clean - levels[key]["auroc_mean"]
+        entry = {"auroc": rows}
+        metrics = RESULTS / f"{name}_{enc}_metrics.jsonl"
+        if metrics.exists():
+            losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines() if line]
+            entry["loss_first_last"] = [losses[0], losses[-1]]
+            entry["loss_first10_last10_mean"] = [sum(losses[:10]) / len(losses[:10]),
+                                                 sum(losses[-10:]) / len(losses[-10:])]
+        out["encoders"][enc] = entry
+    return out
+
+
+def table(summary: dict, frac: str) -> str:
+    lines = ["| encoder | clean | L1 | L2 | L3 | drop L1 | drop L2 | drop L3 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for enc, e in summary["encoders"].items():
+        lv = e["auroc"].get(frac, {})
+        if "L0" not in lv:
+            continue
+        cells = [f"{lv[k]['auroc_mean']:.3f} ± {lv[k]['auroc_std']:.3f}" if k in lv else "-"
+                 for k in ("L0", "L1", "L2", "L3")]
+        drops = [f"{lv[k]['drop']:+.3f}" if k in lv else "-" for k in ("L1", "L2", "L3")]
+        lines.append(f"| {enc} | " + " | ".join(cells + drops) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    name = sys.argv[1] if len(sys.argv) > 1 else "phantom"
+    s = summarise(name)
+    (RESULTS / f"{name}_robustness.json").write_text(json.dumps(s, indent=2))
+    for frac in ("0.1", "1.0"):
+        print(f"\n{name}, {float(frac):.0%} labels (test AUROC, mean ± std over 3 label seeds)\n")
+        print(table(s, frac))
+    for enc, e in s["encoders"].items():
+        if "loss_first10_last10_mean" in e:
+            a, b = e["loss_first10_last10_mean"]
+            print(f"{enc}: pre-training loss, mean of first 10 logs {a:.3f} -> last 10 {b:.3f}")
