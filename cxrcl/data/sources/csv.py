@@ -1,6 +1,7 @@
 """``csv`` source: a CSV file listing images, ``INPUT = images.csv``.
 
-Columns: ``path`` (required; relative to the CSV's folder, or absolute), label columns, and
+Columns: ``path`` (required; relative to the CSV's folder, or absolute inside it: a path that
+leaves the CSV's folder is not read and is listed in ``skipped.csv``), label columns, and
 optional ``id``, ``patient_id``, ``split`` and text columns (``report`` etc.).
 
 Our choices: labels are the ``label_*`` columns when there are any, otherwise every other column
