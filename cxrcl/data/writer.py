@@ -144,10 +144,19 @@ def no_space(where: Path, detail: str = "") -> NoSpaceLeft:
 
 def check_space(directory: Path, need: int) -> None:
     """Refuse to start when the file system of ``directory`` has less than ``need`` bytes free."""
-    free = shutil.disk_usage(directory).free
+    existing = Path(directory).absolute()
+    while not existing.exists() and existing != existing.parent:  # OUT's folders may be new
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
     if free < need:
-        raise no_space(directory, f" (the data set needs {need / 2**30:.2f} GiB, "
-                                  f"{free / 2**30:.2f} GiB are free)")
+        raise no_space(directory, f" (the data set needs {_amount(need)}, {_amount(free)} are free)")
+
+
+def _amount(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def reserve(path: Path) -> None:
@@ -259,6 +268,8 @@ class PreparedWriter:
                  checkpoint_every: int = CHECKPOINT_EVERY,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS):
         self.out = Path(out)
+        if self.out.is_symlink() and self.out.is_dir():  # a link to a set: update the set itself
+            self.out = self.out.resolve()
         check_output(self.out, overwrite=overwrite)
         if n <= 0:
             raise CxrclError(f"nothing to write to {self.out}: the source yielded no images")

@@ -43,12 +43,14 @@ def _enospc(*_args, **_kwargs):
 def test_preflight_refuses_when_the_arrays_do_not_fit(tmp_path, monkeypatch, capsys):
     src = _tree(tmp_path / "in")
     monkeypatch.setattr(writer.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 1000, 1000))
-    for argv in (["data", "prepare", "folder", str(src), str(tmp_path / "out"), "--size", "32"],
-                 ["data", "phantom", str(tmp_path / "ph"), "--n", "64", "--size", "32"]):
+    for argv, need in ((["data", "prepare", "folder", str(src), str(tmp_path / "out"), "--size", "32"],
+                        "40.0 KiB"),  # 40 images of 32 x 32 bytes
+                       (["data", "phantom", str(tmp_path / "ph"), "--n", "64", "--size", "32"],
+                        "128.0 KiB")):  # 64 images + 64 masks
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("cxrcl: error: no space left on /") and err[-1].endswith(SENTENCE)
-        assert "needs 0." in err[-1] and "GiB are free" in err[-1]
+        assert f"(the data set needs {need}, 1000 bytes are free)" in err[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing half-made
 
 

@@ -140,3 +140,13 @@ def test_written_files_cover_every_writer(tmp_path):
     check_output(out, overwrite=True)  # replaceable
     with pytest.raises(CxrclError, match="is the input itself"):
         check_output(out, overwrite=True, inputs=[out])
+
+
+def test_a_link_to_a_prepared_set_updates_the_set(tmp_path):
+    target = _phantom(tmp_path / "sets" / "ph", n=16)
+    link = tmp_path / "current"
+    link.symlink_to(target, target_is_directory=True)
+    assert main(["data", "phantom", str(link), "--n", "20", "--size", "16", "--overwrite"]) == 0
+    assert link.is_symlink() and len(PreparedDataset.open(target)) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "sets"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["ph"]
