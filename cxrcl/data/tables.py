@@ -34,6 +34,16 @@ def read_table(path: Path, required: tuple[str, ...] = (), **kwargs) -> pd.DataF
     return df
 
 
+def to_number(values: pd.Series) -> pd.Series:
+    """``pd.to_numeric(values, errors="coerce")`` that also takes an integer too large for a float
+    (pandas reads a 400-digit cell as a Python int and then raises OverflowError): such values
+    are read as text, so they become +-inf or NaN like any other absurd value."""
+    try:
+        return pd.to_numeric(values, errors="coerce")
+    except (OverflowError, TypeError):
+        return pd.to_numeric(pd.Series(values).astype(str), errors="coerce")
+
+
 def clean_name(name: str) -> str:
     """A label/class name -> lower-case identifier: 'Pleural Effusion' -> 'pleural_effusion'."""
     s = re.sub(r"[^0-9a-zA-Z]+", "_", str(name)).strip("_").lower()
@@ -93,7 +103,7 @@ def check_label_values(meta: pd.DataFrame, names: Sequence[str], where: str) -> 
     """Labels must be 1/0/empty; -1 (uncertain, CheXpert style) becomes empty with a warning."""
     for name in names:
         col = LABEL_PREFIX + name
-        vals = pd.to_numeric(meta[col], errors="coerce")
+        vals = to_number(meta[col])
         raw_bad = nonempty(meta[col]) & vals.isna()
         if raw_bad.any():
             v = meta[col][raw_bad].iloc[0]

@@ -33,6 +33,7 @@ from cxrcl.data.prepared import (
     npy_layout,
 )
 from cxrcl.data.splits import manifest_hash
+from cxrcl.data.tables import to_number
 from cxrcl.errors import CxrclError
 
 log = logging.getLogger("cxrcl.data")
@@ -586,7 +587,7 @@ class PreparedWriter:
             label_names = [c[len(LABEL_PREFIX):] for c in meta.columns if c.startswith(LABEL_PREFIX)]
         for name in label_names:
             col = LABEL_PREFIX + name
-            vals = pd.to_numeric(meta[col], errors="coerce")
+            vals = to_number(meta[col])
             if not vals.dropna().isin([0, 1]).all():
                 raise CxrclError(f"label column {col} for {self.out} must hold 1, 0 or empty")
             meta[col] = vals.astype("Int8")
@@ -617,8 +618,10 @@ class PreparedWriter:
             **(extra or {}),
         }
         (self.tmp / "dataset.json").write_text(json.dumps(info, indent=2))
-        if info.get("skipped"):  # the preparation report a person opens: one row per skipped file
-            text_safe(pd.DataFrame(info["skipped"])).to_csv(self.tmp / "skipped.csv", index=False)
+        # the preparation report a person opens: one row per skipped file (images, then reports)
+        skipped_rows = [*info.get("skipped", []), *info.get("bad_reports", [])]
+        if skipped_rows:
+            text_safe(pd.DataFrame(skipped_rows)).to_csv(self.tmp / "skipped.csv", index=False)
         (self.tmp / PROGRESS_FILE).unlink(missing_ok=True)
         (self.tmp / EXTRAS_FILE).unlink(missing_ok=True)
         self._move_into_place()

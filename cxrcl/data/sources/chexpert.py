@@ -50,7 +50,7 @@ from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
 from cxrcl.data.sources.inputs import env_choice, require_dir
 from cxrcl.data.splits import apply_split, split_with_official_test
 from cxrcl.data.streaming import finish, write_decoded
-from cxrcl.data.tables import order_columns, read_table
+from cxrcl.data.tables import order_columns, read_table, to_number
 from cxrcl.errors import CxrclError
 
 # the 14 CheXpert observations, in the publisher's column order
@@ -77,7 +77,7 @@ def uncertain_policy(value: str | None) -> str:
 
 def apply_uncertain(values: pd.Series, policy: str) -> pd.Series:
     """1/0/-1/empty -> 1/0/empty under ``policy`` (see the module docstring)."""
-    v = pd.to_numeric(values, errors="coerce")
+    v = to_number(values)
     if policy == "ones":
         v = v.where(v != -1, 1.0)
     elif policy == "zeros":

@@ -33,6 +33,7 @@ from cxrcl.data.tables import (
     find_text_columns,
     nonempty,
     order_columns,
+    to_number,
 )
 from cxrcl.errors import CxrclError
 
@@ -47,7 +48,7 @@ def _auto_label_columns(meta: pd.DataFrame, text_cols: list[str]) -> list[str]:
         filled = nonempty(meta[c])
         if not filled.any():
             continue
-        vals = pd.to_numeric(meta[c][filled], errors="coerce")
+        vals = to_number(meta[c][filled])
         if vals.notna().all() and vals.isin([0, 1]).all():
             cols.append(c)
     return cols

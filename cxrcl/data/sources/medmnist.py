@@ -34,6 +34,7 @@ import pandas as pd
 
 from cxrcl.data.decoding import rgb_to_grey
 from cxrcl.data.labels import canonical
+from cxrcl.data.limits import TooLarge, check_pixels
 from cxrcl.data.npz_files import iter_npz_rows, npz_header, npz_keys
 from cxrcl.data.prepared import LABEL_PREFIX, SPLITS, PreparedDataset
 from cxrcl.data.streaming import finish, resize_chunks, write_chunks
@@ -150,6 +151,30 @@ def label_name(name: str, flag: str | None) -> str:
     return clean_name(name)
 
 
+#: the most classes or labels an unknown MedMNIST-style file may have (MedMNIST's largest: 14)
+MAX_CLASSES = 1000
+
+
+def check_labels(labels: np.ndarray, n_classes: int, where: str) -> None:
+    """Labels must be a [N, L] array of whole numbers in 0..n_classes-1 (at most
+    :data:`MAX_CLASSES` columns); anything else (NaN, negative, 10**9) is a CxrclError."""
+    if labels.ndim != 2 or labels.shape[1] > MAX_CLASSES:
+        raise CxrclError(f"{where}: labels have shape {list(labels.shape)}; expected [N, 1] or [N, L] "
+                         f"with at most {MAX_CLASSES} labels")
+    if not labels.size:
+        return
+    if labels.dtype.kind not in "biuf":
+        raise CxrclError(f"{where}: labels are {labels.dtype}; expected whole numbers")
+    bad = ~np.isfinite(labels) if labels.dtype.kind == "f" else np.zeros(labels.shape, bool)
+    if labels.dtype.kind == "f":
+        bad |= np.where(bad, False, np.mod(np.nan_to_num(labels), 1) != 0)
+    bad |= np.where(bad, False, (np.nan_to_num(labels) < 0) | (np.nan_to_num(labels) >= n_classes))
+    if bad.any():
+        v = labels[bad].ravel()[0]
+        raise CxrclError(f"{where}: a label is {v!r}; labels must be whole numbers from 0 to "
+                         f"{n_classes - 1} (the file is damaged or not a MedMNIST file)")
+
+
 def _label_columns(labels: np.ndarray, flag: str | None, where: str) -> pd.DataFrame:
     """[N, L] integer labels -> DataFrame of label_<name> 0/1 columns (see module docstring)."""
     info = _info().get(flag, {}) if flag else {}
@@ -158,6 +183,7 @@ def _label_columns(labels: np.ndarray, flag: str | None, where: str) -> pd.DataF
     labels = np.asarray(labels)
     if labels.ndim == 1:
         labels = labels[:, None]
+    check_labels(labels, len(names) or MAX_CLASSES, where)
     if task is None:
         if labels.shape[1] > 1:
             task = "multi-label, binary-class"
@@ -192,6 +218,10 @@ def prepare_medmnist(input: str | Path, out: str | Path, size: int = 128, split:
         if dtype != np.uint8 or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3)):
             raise CxrclError(f"{path}: {s}_images is {dtype} {list(shape)}; expected uint8 [N, H, W] or "
                              "[N, H, W, 3] (3-D MedMNIST volumes are not supported)")
+        try:
+            check_pixels(shape[2], shape[1])
+        except TooLarge as e:
+            raise CxrclError(f"{path}: {s}_images {e}") from None
         shapes[s] = shape
     metas = []
     for s in SPLITS:

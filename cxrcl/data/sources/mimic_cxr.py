@@ -96,6 +96,10 @@ def parse_mimic_cxr(root: str | Path, labeler: str | None = "chexpert",
     table = read_table(mpath, tuple(ids), dtype=ids)
     if table.empty:
         raise CxrclError(f"{mpath} lists no images; use the publisher's unmodified file")
+    empty = table[list(ids)].isna().any(axis=1)
+    if empty.any():  # e.g. a truncated download: the ids name the image files
+        raise CxrclError(f"{mpath}: {int(empty.sum())} rows lack a dicom_id, subject_id or study_id "
+                         "(a truncated or edited file); use the publisher's unmodified file")
     subj, study = table["subject_id"].str.strip(), table["study_id"].str.strip()
     meta = pd.DataFrame({
         "id": table["dicom_id"].str.strip(),

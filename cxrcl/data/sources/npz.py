@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cxrcl.data.decoding import resize_stack
+from cxrcl.data.limits import TooLarge, check_pixels
 from cxrcl.data.npz_files import iter_npz_rows, npz_header, npz_keys
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
 from cxrcl.data.sources.inputs import require_dir
@@ -52,6 +53,10 @@ def _check_images_file(path: Path) -> tuple[int, int]:
     if dtype != np.uint8 or len(shape) != 3:
         raise CxrclError(f"{path}: 'images' is {dtype} with shape {list(shape)}; expected uint8 [N, H, W] "
                          "grey images (convert to 8-bit grey and save again)")
+    try:
+        check_pixels(shape[2], shape[1])  # from the header: before any row is read
+    except TooLarge as e:
+        raise CxrclError(f"{path}: 'images' {e}") from None
     return int(shape[0]), int(max(shape[1], shape[2]))
 
 

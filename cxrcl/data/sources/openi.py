@@ -48,7 +48,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from defusedxml.ElementTree import fromstring as safe_fromstring
 
+from cxrcl.data.limits import TooLarge, check_report_bytes
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
 from cxrcl.data.sources.inputs import index_files, require_dir
 from cxrcl.data.splits import apply_split
@@ -112,7 +114,9 @@ LABEL_NAMES = tuple(sorted(set(MESH_LABELS.values()) | set(MESH_QUALIFIED.values
 def iter_openi_xml(source: str | Path) -> Iterator[tuple[str, bytes | None]]:
     """``(file name, bytes)`` of every report XML in a directory (``ecgen-radiology/`` or its
     parent) or in a ``.tgz`` / ``.tar.gz`` / ``.tar`` archive (read without extracting); the
-    bytes are None for a name that cannot be read as a file (e.g. a folder named ``117.xml``)."""
+    bytes are None for a name that cannot be read as a file (e.g. a folder named ``117.xml``),
+    and a :class:`~cxrcl.data.limits.TooLarge` for a file above ``$CXRCL_MAX_REPORT_BYTES``
+    (its size is read first: it is never read or inflated)."""
     source = Path(source)
     if source.is_file():
         try:
@@ -120,6 +124,11 @@ def iter_openi_xml(source: str | Path) -> Iterator[tuple[str, bytes | None]]:
                 members = sorted((m for m in tar if m.isfile() and m.name.lower().endswith(".xml")),
                                  key=lambda m: _order(Path(m.name).name))
                 for m in members:
+                    try:
+                        check_report_bytes(m.size)  # before inflating: a .tgz may hold a bomb
+                    except TooLarge as e:
+                        yield m.name, e
+                        continue
                     f = tar.extractfile(m)
                     if f is not None:
                         yield m.name, f.read()
@@ -132,7 +141,11 @@ def iter_openi_xml(source: str | Path) -> Iterator[tuple[str, bytes | None]]:
     folder = source / "ecgen-radiology" if (source / "ecgen-radiology").is_dir() else source
     for p in sorted(folder.glob("*.xml"), key=lambda p: _order(p.name)):
         try:
+            if p.is_file():
+                check_report_bytes(p.stat().st_size)
             data = p.read_bytes() if p.is_file() else None
+        except TooLarge as e:
+            data = e
         except OSError:
             data = None
         yield p.name, data
@@ -150,7 +163,7 @@ def _text(node: ET.Element | None) -> str:
 def parse_openi_xml(data: bytes, name: str = "<xml>") -> dict:
     """One report XML -> dict: uid, xml_file, the four sections, report, mesh_major,
     mesh_automatic ('|'-joined), image_ids, captions ('|'-joined), n_images. Raises ValueError."""
-    root = ET.fromstring(data)
+    root = safe_fromstring(data, forbid_dtd=True)  # no DTD, entity or external reference
     uid_node = root.find("uId")
     uid = uid_node.get("id") if uid_node is not None else None
     if not uid:
@@ -205,6 +218,8 @@ def parse_openi_report_table(source: str | Path, errors: list[dict] | None = Non
         try:
             if data is None:
                 raise ValueError("not a readable file (a folder, or no permission to read it)")
+            if isinstance(data, TooLarge):  # not read: above $CXRCL_MAX_REPORT_BYTES
+                raise data
             rows.append(parse_openi_xml(data, name))
         except (ET.ParseError, ValueError) as e:
             if errors is None:

@@ -50,6 +50,7 @@ from PIL import Image
 
 from cxrcl.data import decoding
 from cxrcl.data.decoding import Decoded, pad_resize
+from cxrcl.data.limits import check_pixels
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset
 from cxrcl.data.sources.inputs import require_dir
 from cxrcl.data.splits import apply_split
@@ -166,7 +167,8 @@ def _union_mask(files: list[Path], size: int) -> np.ndarray | None:
     acc = None
     for f in files:
         try:
-            with Image.open(f) as im:
+            with Image.open(f, formats=decoding.IMAGE_FORMATS) as im:
+                check_pixels(*im.size)  # a mask is an image: the same cap, before decoding
                 a = np.asarray(im.convert("L")) > 0
         except Exception as e:  # noqa: BLE001 - a broken mask leaves the row without mask
             log.warning("mask %s unreadable (%s): ignored", f, e)
