@@ -11,12 +11,12 @@ and adds a ``montage`` key).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cxrcl.data.prepared import LABEL_PREFIX, SPLITS, PreparedDataset
+from cxrcl.io import atomic_write, check_writable_file
 
 SAMPLE = 2000
 MONTAGE_PER_LABEL = 8
@@ -172,6 +172,7 @@ def montage(ds: PreparedDataset, out_png: str | os.PathLike, per_label: int = MO
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    out_png = check_writable_file(out_png, "--montage")  # one sentence before any drawing
     per_label = max(1, int(per_label))
     rows = montage_rows(ds, per_label, seed)
     wanted = sorted({i for r in rows for i in r["rows"]})
@@ -197,7 +198,5 @@ def montage(ds: PreparedDataset, out_png: str | os.PathLike, per_label: int = MO
                               va="center", fontsize=9, labelpad=6)
     fig.suptitle(f"{ds.root.name}: {len(ds)} images, {ds.size} px, source {ds.info.get('source')}",
                  fontsize=10, y=1 - 0.12 / (0.5 + cell * len(rows)), va="top")
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, format="png")
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"))  # a kill leaves no half PNG
     return {"path": str(out_png), "per_label": per_label, "seed": int(seed), "rows": rows}

@@ -45,3 +45,17 @@ def test_montage_without_labels_and_with_few_images(tmp_path):
     info = montage(ds, tmp_path / "m.png", per_label=8)
     assert [r["label"] for r in info["rows"]] == ["all images"] and info["rows"][0]["rows"] == [0, 1, 2]
     assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_montage_is_atomic_and_checked_first(tmp_path, capsys):
+    """--montage naming a folder is one sentence; the PNG appears whole under its name."""
+    from cxrcl.cli import main
+
+    ds = make_phantom(tmp_path / "ph", n=24, size=16, seed=0)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    assert main(["data", "info", str(ds.root), "--montage", str(folder)]) == 2
+    assert "--montage" in capsys.readouterr().err and list(folder.iterdir()) == []
+    png = folder / "m.png"
+    assert main(["data", "info", str(ds.root), "--montage", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and sorted(p.name for p in folder.iterdir()) == ["m.png"]
