@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from cxrcl.data.prepared import LABEL_PREFIX, PreparedDataset, iter_npy_rows
-from cxrcl.data.writer import PreparedWriter, check_output
+from cxrcl.data.writer import NoSpaceLeft, PreparedWriter, check_output
 from cxrcl.errors import CxrclError
 
 log = logging.getLogger("cxrcl.data")
@@ -155,7 +155,7 @@ def merge_prepared(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         writer.checkpoint()
     except BaseException as e:
         bar.close()
-        if not resume or isinstance(e, CxrclError):
+        if not resume or (isinstance(e, CxrclError) and not isinstance(e, NoSpaceLeft)):
             writer.abort()
         else:
             from cxrcl.data.streaming import keep_partial

@@ -104,3 +104,24 @@ def test_no_space_names_the_mount_point(tmp_path):
     mount = str(e).split(" ")[4].rstrip(":")
     assert os.path.ismount(mount) and str(tmp_path).startswith(mount)
     assert shutil.disk_usage(mount).total > 0
+
+
+def test_disk_full_during_merge_keeps_the_partial(tmp_path, monkeypatch, capsys):
+    for name in ("a", "b"):
+        assert main(["data", "phantom", str(tmp_path / name), "--n", "32", "--size", "16"]) == 0
+    argv = ["data", "merge", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "m")]
+    real = writer.PreparedWriter._write_progress
+    calls = []
+
+    def full_after_the_job_record(self):
+        calls.append(1)
+        if len(calls) > 1:
+            _enospc()
+        real(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(writer.PreparedWriter, "_write_progress", full_after_the_job_record)
+        assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(SENTENCE)
+    assert (tmp_path / ".m.partial" / "progress.json").exists()
+    assert main(argv) == 0 and len(PreparedDataset.open(tmp_path / "m")) == 64
