@@ -114,3 +114,28 @@ def test_covid_metadata_cannot_escape_input(tmp_path, opened):
         f.write('9,0,M,60,No Finding,Y,Y,PA,X-ray,2020,"x",images,../../s.png,10.1/x,http://x,CC BY,"",,\n')
     assert main(["data", "prepare", "covid", str(root), str(tmp_path / "out"), "--size", "16"]) == 0
     _check(tmp_path / "out", opened, secrets, n_escapes=1)
+
+
+def test_mimic_ids_cannot_read_reports_or_images_outside_input(tmp_path, opened, monkeypatch):
+    import gzip
+
+    from tests.data.test_sources_public import _mimic_tree
+
+    monkeypatch.delenv("CXRCL_MIMIC_LABELER", raising=False)
+    root = _mimic_tree(tmp_path / "mimic")
+    study = "1/../../../../../leak"  # files/p10/p10000032/s<study> climbs out of INPUT
+    (tmp_path / "leak.txt").write_text("FINDINGS: SECRETREPORTTEXT.")
+    secrets = [_secret(tmp_path / "leak" / "dx.jpg")]
+    meta = root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    text = gzip.decompress(meta.read_bytes()).decode()
+    text += f"dx,10000032,{study},CHEST (PA AND LAT),PA,40,32,21800506,213014\n"
+    meta.write_bytes(gzip.compress(text.encode()))
+    with open(root / "mimic-cxr-2.0.0-split.csv", "a") as f:
+        f.write(f"dx,{study},10000032,train\n")
+    read = []
+    real_read_text = type(root).read_text
+    monkeypatch.setattr(type(root), "read_text",
+                        lambda self, *a, **k: read.append(os.path.abspath(self)) or real_read_text(self, *a, **k))
+    assert main(["data", "prepare", "mimic-cxr", str(root), str(tmp_path / "out"), "--size", "16"]) == 0
+    _check(tmp_path / "out", opened, secrets, n_escapes=1)
+    assert str(tmp_path / "leak.txt") not in read and any(r.endswith("s50414267.txt") for r in read)

@@ -46,7 +46,7 @@ from cxrcl.data.prepared import PreparedDataset
 from cxrcl.data.sources.chexpert import LABEL_NAMES, map_observations, uncertain_policy
 from cxrcl.data.sources.inputs import env_choice, require_dir
 from cxrcl.data.splits import SPLIT_ALIASES, apply_split
-from cxrcl.data.streaming import finish, write_decoded
+from cxrcl.data.streaming import finish, leaves_root, write_decoded
 from cxrcl.data.tables import order_columns, read_table
 from cxrcl.errors import CxrclError
 from cxrcl.text.sections import extract_sections
@@ -142,9 +142,15 @@ def read_reports(meta: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, int]:
     bases = [root, root / "mimic-cxr-reports"]
     texts: dict[str, dict[str, str]] = {}
     missing = 0
+    outside = 0
     for rel in meta["report_file"].unique():
         raw = None
-        for base in bases:
+        if leaves_root(root / rel, root):  # ids from the CSV name the file: never read outside INPUT
+            outside += 1
+            bases_to_try = []
+        else:
+            bases_to_try = bases
+        for base in bases_to_try:
             try:
                 raw = (base / rel).read_text(encoding="utf-8", errors="replace")
                 break
@@ -159,7 +165,8 @@ def read_reports(meta: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, int]:
     for col in TEXT_COLUMNS:
         meta[col] = meta["report_file"].map(lambda r, c=col: texts[r][c])
     if missing:
-        log.warning("%s: %d of %d studies have no report file (texts left empty)", root, missing, len(texts))
+        log.warning("%s: %d of %d studies have no report file (texts left empty)%s", root, missing,
+                    len(texts), f"; {outside} of them name a path outside INPUT (not read)" if outside else "")
     return meta, missing
 
 
