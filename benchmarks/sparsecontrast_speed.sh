@@ -22,3 +22,9 @@ done
   --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
   --image-size 128 --batch-size 32 --steps 20 --warmup 2 --no-memory \
   --out "$OUT/speed_vit_tiny_patch16_224_128_rerun20.json"
+# how the default prune_at was chosen (6 timed rounds; run with PRUNE_TRIAL=1)
+if [ "${PRUNE_TRIAL:-0}" = 1 ]; then
+  "$CXRCL" bench --methods "sparsecontrast:keep_ratio=1.0,sparsecontrast:keep_ratio=0.5:prune_at=1,sparsecontrast:keep_ratio=0.5:prune_at=2,sparsecontrast:keep_ratio=0.5:prune_at=3" \
+    --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
+    --image-size 128 --batch-size 32 --steps 6 --warmup 2 --no-memory --out "$OUT/speed_prune_at_trial.json"
+fi
