@@ -158,7 +158,8 @@ def phase_make(args) -> dict:
             print(f"{data} already holds {len(ds)} images at {ds.size} px: reused")
             return {"reused": True, **_describe(ds)}
     t0 = time.perf_counter()
-    ds = make_phantom(data, n=args.n, size=args.size, seed=0, progress=False)
+    ds = make_phantom(data, n=args.n, size=args.size, seed=0, progress=False,
+                      overwrite=True)  # a set of another n or size is replaced, as before
     return {"generate_s": round(time.perf_counter() - t0, 1), **_describe(ds)}
 
 
