@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrcl.data.limits import check_report_bytes
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.data.sources.chexpert import LABEL_NAMES, map_observations, uncertain_policy
 from cxrcl.data.sources.inputs import env_choice, require_dir
@@ -152,9 +153,10 @@ def read_reports(meta: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, int]:
             bases_to_try = bases
         for base in bases_to_try:
             try:
+                check_report_bytes((base / rel).stat().st_size)  # never read a huge "report"
                 raw = (base / rel).read_text(encoding="utf-8", errors="replace")
                 break
-            except (FileNotFoundError, NotADirectoryError):
+            except (OSError, ValueError):  # missing, a folder, a NUL in an id, above the cap
                 continue
         if raw is None:
             missing += 1
