@@ -15,6 +15,7 @@ decoder call and turns any failure into a reason for the ``skipped`` list.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -81,7 +82,11 @@ def load_grey(path: str | os.PathLike, size: int) -> np.ndarray:
     The declared size is checked against ``$CXRCL_MAX_PIXELS`` before any pixel is decoded
     (:func:`cxrcl.data.limits.check_pixels`), so a small file claiming a huge image is skipped
     with its size, not decoded."""
-    with Image.open(path, formats=IMAGE_FORMATS) as img:
+    Image.init()  # register every plugin (open() with ``formats`` only pre-loads the common ones)
+    with warnings.catch_warnings():  # PIL's bomb warning: the cap below decides, with the size
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path, formats=[f for f in IMAGE_FORMATS if f in Image.OPEN])
+    with img:
         check_pixels(*img.size)
         img.load()  # decode now, so truncated files fail here and not later
         return pad_resize(to_grey(img), size)

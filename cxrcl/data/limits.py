@@ -87,5 +87,9 @@ def check_report_bytes(n_bytes: int) -> None:
     """Raise :class:`TooLarge` for a report file of more than :func:`max_report_bytes` bytes."""
     cap = max_report_bytes()
     if int(n_bytes) > cap:
-        raise TooLarge(f"is {int(n_bytes) / 1e6:.1f} MB, above the report cap of {cap / 1e6:.1f} MB "
+        raise TooLarge(f"is {_size(n_bytes)}, above the report cap of {_size(cap)} "
                        f"(raise ${MAX_REPORT_BYTES_ENV} to keep it)")
+
+
+def _size(n_bytes: int) -> str:
+    return f"{int(n_bytes) / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{int(n_bytes):,} bytes"

@@ -136,3 +136,63 @@ def test_total_hostile_inputs():
         pytest.skip("only part of this file ran")
     assert sum(GENERATED.values()) >= 1000, dict(GENERATED)
     assert all(GENERATED[a] >= 30 for a in hf.BUILDERS), dict(GENERATED)
+
+
+# ---------------------------------------------------------------------------- the caps
+def test_pixel_cap_is_configurable_and_names_the_size(tmp_path, monkeypatch):
+    """The 13000^2 16-bit PNG of issue 6 is skipped from its header with its size; the cap is
+    $CXRCL_MAX_PIXELS (lowered here so that a 30x20 image is refused, then kept when raised);
+    a bad value is one sentence before any work."""
+    from cxrcl.data.decoding import decode_file
+    from cxrcl.data.sources import prepare
+    from cxrcl.errors import CxrclError
+
+    big = tmp_path / "big.png"
+    big.write_bytes(hf.png_bomb(13000))
+    reason = decode_file((0, str(big), 16, None))[2]
+    assert reason.startswith("TooLarge: declares 13000x13000 pixels (169.0 Mpx")
+    src = tmp_path / "in" / "normal"
+    src.mkdir(parents=True)
+    for i in range(3):
+        (src / f"im{i}.png").write_bytes(hf._png(hf.np.full((20, 30), 9 * i, hf.np.uint8)))
+    monkeypatch.setenv("CXRCL_MAX_PIXELS", "899")  # 30x30 padded = 900 pixels
+    with pytest.raises(CxrclError, match="none of the 3"):
+        prepare("folder", tmp_path / "in", tmp_path / "out", size=16, progress=False)
+    monkeypatch.setenv("CXRCL_MAX_PIXELS", "900")
+    assert len(prepare("folder", tmp_path / "in", tmp_path / "out", size=16, progress=False)) == 3
+    monkeypatch.setenv("CXRCL_MAX_PIXELS", "lots")
+    with pytest.raises(CxrclError, match=r"\$CXRCL_MAX_PIXELS='lots' is not a positive whole number"):
+        prepare("folder", tmp_path / "in", tmp_path / "out2", size=16, progress=False)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_deflated_dicom_and_tgz_report_caps(tmp_path, monkeypatch):
+    """A deflated DICOM is refused from its inflated length (counted, not kept); a report
+    member of a .tgz above $CXRCL_MAX_REPORT_BYTES is listed as a bad report without being read."""
+    import tarfile
+
+    from cxrcl.data.decoding import decode_file
+    from cxrcl.data.sources.dicom_dir import DicomDecoder
+    from cxrcl.data.sources.openi import parse_openi_report_table
+
+    dcm = tmp_path / "bomb.dcm"
+    dcm.write_bytes(hf.dicom_deflate_bomb())
+    reason = decode_file((0, str(dcm), 16, DicomDecoder("s")))[2]
+    assert reason.startswith("TooLarge: inflates to more than 97 MB")
+    small = tmp_path / "small.dcm"  # Rows x Columns checked against the same variable
+    small.write_bytes(hf.good_dicom(__import__("random").Random(0), side=24))
+    monkeypatch.setenv("CXRCL_MAX_PIXELS", "575")
+    assert decode_file((0, str(small), 16, DicomDecoder("s")))[2].startswith("TooLarge: declares 24x24")
+    monkeypatch.setenv("CXRCL_MAX_PIXELS", "576")
+    assert decode_file((0, str(small), 16, DicomDecoder("s")))[2] is None
+    monkeypatch.setenv("CXRCL_MAX_REPORT_BYTES", "2000")
+    xml = tmp_path / "ecgen-radiology"
+    xml.mkdir()
+    (xml / "1.xml").write_text(hf.openi_xml("CXR1", [], findings="x" * 3000))
+    (xml / "2.xml").write_text(hf.openi_xml("CXR2", []))
+    with tarfile.open(tmp_path / "r.tgz", "w:gz") as tar:
+        tar.add(xml, arcname="ecgen-radiology")
+    bad: list[dict] = []
+    table = parse_openi_report_table(tmp_path / "r.tgz", errors=bad)
+    assert table["uid"].tolist() == ["CXR2"]
+    assert bad[0]["file"].endswith("1.xml") and "above the report cap of 2,000 bytes" in bad[0]["reason"]

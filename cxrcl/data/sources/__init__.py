@@ -24,6 +24,7 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
+from cxrcl.data.limits import check_limits
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.data.splits import parse_split_spec
 from cxrcl.data.writer import check_output
@@ -81,6 +82,7 @@ def prepare(source: str, input: str | Path, out: str | Path, size: int = 128,
     if int(size) < 8:
         raise CxrclError(f"--size {size} is too small: use at least 8 pixels (e.g. 128)")
     parse_split_spec(split)  # a bad --split fails before any work
+    check_limits()  # a bad $CXRCL_MAX_PIXELS / $CXRCL_MAX_REPORT_BYTES too
     if int(workers) < 1:
         raise CxrclError(f"--workers {workers} must be at least 1")
     check_output(out, overwrite=overwrite, inputs=[input])
