@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SparseContrast on real CXRs: keep 0.5 vs its dense counterpart (keep 1.0 = SimCLR), and
 # S-PCL x SparseContrast (spcl:partition=saliency) vs S-PCL, pre-trained on the train split of
-# covid_radiography (9,558 images) and covid_chestxray (424), 64 px, ViT-Tiny with 16 px patches
-# (16 tokens), the same steps/batch/lr for every method; then a linear probe (label covid19,
+# covid_radiography (9,558 images; 300 steps) and covid_chestxray (424; 200 steps), 64 px, ViT-Tiny
+# with 16 px patches (16 tokens), batch 64, the same steps/batch/lr for every method; then a linear probe (label covid19,
 # 1/10/100% of the labels, 3 seeds) beside the two floors (untrained encoder, pixel PCA).
 # Usage: bash benchmarks/sparsecontrast_real.sh [WORK_DIR]   (needs ../shared/data; ~40 min on 2 cores)
 set -euo pipefail
@@ -11,7 +11,6 @@ CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
 WORK=${1:-.bench-data/sc}
 OUT=benchmarks/results/sparsecontrast/real
 SHARED=../shared/data
-STEPS=${STEPS:-300}
 BACKBONE=vit_tiny_patch16_224
 mkdir -p "$WORK" "$OUT"
 [ -d "$SHARED" ] || { echo "needs ../shared/data beside the repository"; exit 1; }
@@ -19,13 +18,14 @@ mkdir -p "$WORK" "$OUT"
 [ -f "$WORK/covid64/dataset.json" ] || "$CXRCL" data prepare npz "$SHARED/covid_chestxray" "$WORK/covid64" --size 64
 
 for data in ${DATASETS:-covrad64 covid64}; do
+  steps=${STEPS:-$([ "$data" = covid64 ] && echo 200 || echo 300)}
   for spec in ${METHODS:-sparsecontrast:keep_ratio=0.5 sparsecontrast:keep_ratio=1.0 spcl spcl:partition=saliency}; do
     name="${data}_$(echo "$spec" | tr ':=' '__')"
     run="$WORK/real_runs/$name"
     if [ ! -f "$run/summary.json" ] || ! grep -q '"complete": true' "$run/summary.json"; then
       resume=""; [ -f "$run/config.yaml" ] && resume="--resume"
       "$CXRCL" pretrain "$spec" --data "$WORK/$data" --out "$run" --backbone "$BACKBONE" \
-        --steps "$STEPS" --batch-size 64 --no-progress $resume
+        --steps "$steps" --batch-size 64 --no-progress $resume
     fi
     [ -f "$OUT/${name}_linear.json" ] || "$CXRCL" eval linear --run "$run" --data "$WORK/$data" --label covid19 --out "$OUT/${name}_linear.json"
     cp "$run/summary.json" "$OUT/${name}_summary.json"
