@@ -75,6 +75,10 @@ class SPCL(Method):
 
     def __init__(self, config: SPCLConfig, backbone):
         super().__init__(config, backbone)
+        h, w = backbone.grid
+        if config.partition == "block" and (h % config.block or w % config.block):
+            raise ValueError(f"block={config.block} does not divide the {h}x{w} token grid of "
+                             f"{backbone.name}; choose a block size that divides {h} and {w}")
         self.head = self.make_projection_head()
         self.criterion = InfoNCELoss(config.temperature, config.learnable_temperature)
         if config.partition == "saliency":

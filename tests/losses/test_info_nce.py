@@ -72,3 +72,28 @@ def test_shape_errors():
         info_nce(torch.randn(4, 8), torch.randn(5, 8))
     with pytest.raises(ValueError, match="temperature"):
         InfoNCELoss(0.0)
+
+
+def test_logits_are_float32_under_bf16_autocast(monkeypatch):
+    """Under Fabric's bf16-mixed (autocast) the similarities and the loss stay in float32."""
+    import torch.nn.functional as F
+
+    seen = []
+    real = F.cross_entropy
+
+    def spy(logits, *a, **k):
+        seen.append(logits.dtype)
+        return real(logits, *a, **k)
+
+    monkeypatch.setattr(F, "cross_entropy", spy)
+    lin = torch.nn.Linear(16, 16)
+    x = torch.randn(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k = lin(x), lin(x + 0.1)
+        assert q.dtype == torch.bfloat16  # autocast is on for the network
+        loss = info_nce(q, k, 0.1)
+    assert seen and all(d == torch.float32 for d in seen)
+    assert loss.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        ref = info_nce(q.float(), k.float(), 0.1)
+    assert torch.allclose(loss, ref, atol=1e-6)

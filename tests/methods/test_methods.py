@@ -40,9 +40,23 @@ def test_spcl_views_are_the_two_partitions_and_batched_pass_matches_separate():
 
 
 def test_spcl_on_cnn_masks_cells():
-    m = build_method("spcl", "resnet18", 64)
-    out = m.training_step(torch.randn(4, 1, 64, 64), torch.Generator().manual_seed(0))
-    assert torch.isfinite(out["loss"])
+    """On a CNN each view is encoded from its own cells only: changing the other view's cells
+    changes nothing, the loss is InfoNCE of the two views, and its gradient reaches the stem."""
+    torch.manual_seed(0)
+    m = build_method("spcl", "resnet18", 64).eval()  # eval: BatchNorm with fixed statistics
+    x = torch.randn(4, 1, 64, 64)
+    idx1, idx2 = m.partition(4, torch.Generator().manual_seed(3), x.device)
+    t = m.backbone.embed(x)
+    other = t.clone()
+    other.scatter_(1, idx2.unsqueeze(-1).expand(-1, -1, t.shape[-1]), 5.0)  # rewrite view 2's cells
+    f1 = m.backbone.pool(m.backbone.encode(t, idx1))
+    assert torch.allclose(f1, m.backbone.pool(m.backbone.encode(other, idx1)), atol=1e-6)
+    assert not torch.allclose(f1, m.backbone.pool(m.backbone.encode(t, idx2)), atol=1e-3)
+    m.train()
+    out = m.training_step(x, torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    stem = next(m.backbone.stem.parameters())
+    assert torch.isfinite(out["loss"]) and stem.grad is not None and stem.grad.abs().sum() > 0
 
 
 def test_registry_and_spec_errors():

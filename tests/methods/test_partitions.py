@@ -63,3 +63,20 @@ def test_augment_never_flips():
     cfg = AugmentConfig(brightness=0, contrast=(1, 1), gamma=(1, 1), blur_p=0, noise_std=(0, 0))
     y = augment(x, torch.Generator().manual_seed(0), cfg)
     assert (y[..., :8].mean(dim=(1, 2, 3)) > y[..., -8:].mean(dim=(1, 2, 3))).all()
+
+
+@pytest.mark.parametrize("n,ratios,expected", [(49, (0.5, 0.5), [25, 24]), (9, (0.5, 0.5), [5, 4]),
+                                               (7, (0.3, 0.7), [2, 5]), (25, (0.2, 0.8), [5, 20]),
+                                               (3, (1 / 3, 1 / 3, 1 / 3), [1, 1, 1])])
+def test_odd_token_counts_are_covered_when_ratios_sum_to_one(n, ratios, expected):
+    assert partition_sizes(n, ratios) == expected
+    views = random_partition(4, n, ratios, torch.Generator().manual_seed(1))
+    for i in range(4):
+        assert sorted(torch.cat([v[i] for v in views]).tolist()) == list(range(n))
+
+
+def test_odd_block_counts_are_covered():
+    # a 6x6 grid in 2x2 blocks: 9 blocks, dealt 5 + 4 at 0.5/0.5
+    views = block_partition(2, (6, 6), 2, (0.5, 0.5), torch.Generator().manual_seed(0))
+    assert [v.shape[1] for v in views] == [20, 16]
+    assert sorted(torch.cat([views[0][0], views[1][0]]).tolist()) == list(range(36))

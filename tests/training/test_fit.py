@@ -97,27 +97,6 @@ def _weights(run, step_dir=None):
     return load_file(str(d / "model.safetensors"))
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_with_torchrun(tiny_ds, tmp_path):
-    """The multi-GPU/multi-node code path (torchrun + Fabric DDP), on 2 CPU processes over gloo."""
-    run = tmp_path / "ddp"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-           "-m", "cxrcl", "pretrain", "spcl", "--data", str(tiny_ds.root), "--out", str(run),
-           "--backbone", TINY_VIT, "--steps", "4", "--batch-size", "8", "--log-every", "1", "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 4
-    assert len(losses(run)) == 4
-    env = json.loads((run / "environment.json").read_text())
-    assert env["world_size"] == 2
-    assert torch.isfinite(torch.tensor(losses(run))).all()
-    assert proc.stdout.count("final loss") == 1  # only rank 0 reports
-
-
 def test_steps_win_over_epochs_from_any_source(tiny_ds, tmp_path):
     from cxrcl.training.fit import resolve_run_config
 
