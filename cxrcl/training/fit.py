@@ -230,6 +230,7 @@ def _fit(run: RunConfig, dataset: PreparedDataset, model: Method, out: Path, res
             for step in range(start, end):
                 t0 = time.perf_counter()
                 raw_model.set_progress(step, total)
+                raw_model.set_batch_rows(stream.rows_for(step), dataset)
                 x = to_model_input(stream.batch(step), run.image_size, device=fabric.device)
                 logs = model.training_step(x, step_generator(train.seed, step, fabric.global_rank, fabric.device))
                 loss = logs["loss"]
