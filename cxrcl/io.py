@@ -58,15 +58,20 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> 
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``. An OS failure
+    (full disk, lost permission) is one sentence; the previous file, if any, is intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CxrclError(f"cannot write {path} ({e.strerror or e}); the previous file, if any, is "
+                         "unchanged: free space or fix the folder and run the same command") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -72,13 +72,8 @@ def check_output(path: str | os.PathLike, kind: str, flag: str = "--out") -> Pat
 
 
 def _write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """:func:`cxrcl.io.atomic_write`, with an OS failure (full disk, lost permission) as one
-    sentence; the previous file, if any, is intact."""
-    try:
-        return atomic_write(path, write)
-    except OSError as e:
-        raise CxrclError(f"cannot write {path} ({e.strerror or e}); the previous file, if any, is "
-                         "unchanged: free space or fix the folder and run the same command") from None
+    """:func:`cxrcl.io.atomic_write` (which turns an OS failure into one sentence)."""
+    return atomic_write(path, write)
 
 
 def write_json(obj, path: str | os.PathLike) -> Path:
