@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--overwrite", action="store_true",
                         help="replace OUT when it is already a prepared data set (never a folder of other files)")
 
+    pp = data.add_parser("pair-reports", help="pair real images with real reports whose labeller "
+                         "findings match the image label (an experiment, not real pairs)")
+    pp.add_argument("images", help="a prepared image data set with a binary label")
+    pp.add_argument("reports", help="an Open-i folder (or any input `cxrcl text label` reads)")
+    pp.add_argument("out")
+    pp.add_argument("--positive", required=True, metavar="LABEL",
+                    help="the image label whose 1 gets an opacity/pneumonia report (0 gets a normal one)")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--overwrite", action="store_true",
+                    help="replace OUT when it is already a prepared data set (never a folder of other files)")
+
     pt = sub.add_parser("pretrain", help="self-supervised pre-training")
     pt.add_argument("method", help=METHOD_HELP)
     pt.add_argument("--data", required=True, help="a prepared data set")
@@ -93,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--no-progress", action="store_true")
 
     ev = sub.add_parser("eval", help="evaluate an encoder (linear probe, kNN)")
-    ev.add_argument("task", choices=["linear", "knn"])
+    ev.add_argument("task", choices=["linear", "knn", "zeroshot", "retrieval"])
     ev.add_argument("--run", required=True, help="run directory, random:BACKBONE, or pixels")
     ev.add_argument("--data", required=True)
-    ev.add_argument("--label", required=True, help="NAME[,NAME...] or all")
+    ev.add_argument("--label", help="NAME[,NAME...] or all (every task but retrieval)")
     ev.add_argument("--out", required=True)
     ev.add_argument("--fractions", type=_floats, default=[0.01, 0.1, 1.0])
     ev.add_argument("--seeds", type=int, default=3)
@@ -105,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--val-labels", choices=["matched", "full"],
                     help="linear: choose C on val labels sampled at the same fraction (matched, "
                          "the default) or on all of them (full)")
+    ev.add_argument("--prompts", help="zeroshot: YAML of prompts per label (default configs/prompts/default.yaml)")
+    ev.add_argument("--scoring", choices=["posneg", "cosine"],
+                    help="zeroshot: MaCo's positive-vs-negative softmax (posneg, default) or plain cosine")
+    ev.add_argument("--ensemble", choices=["mean", "first"],
+                    help="zeroshot: average every phrase x template (mean, default) or the first only")
+    ev.add_argument("--split", default="test", help="zeroshot/retrieval: split scored (val to choose prompts)")
+    ev.add_argument("--text-column", help="retrieval: the report column (default report)")
+    ev.add_argument("--exclude-nonempty", metavar="COLUMN",
+                    help="zeroshot/retrieval: leave out rows whose COLUMN is non-empty "
+                         "(e.g. covid_chestxray_match: copies of another set's images)")
+    ev.add_argument("--k", default="1,5,10", help="retrieval: comma list of K for Recall@K")
 
     be = sub.add_parser("bench", help="efficiency of several methods, side by side in one process")
     be.add_argument("--methods", required=True, help="comma list of method specs")
@@ -219,6 +241,12 @@ def cmd_data(args) -> int:
         ds = relabel_prepared(args.prepared, args.out, parse_mapping(args.map), drop=args.drop,
                               overwrite=args.overwrite)
         print(f"relabelled {args.prepared} into {ds.root}: labels {', '.join(ds.label_names)}")
+    elif args.data_command == "pair-reports":
+        from cxrcl.data.pairing import pair_reports
+
+        ds = pair_reports(args.images, args.reports, args.out, positive=args.positive, seed=args.seed,
+                          overwrite=args.overwrite)
+        print(ds.info["pairing"]["summary"])
     else:
         from cxrcl.data.info import describe, format_info
         from cxrcl.data.prepared import PreparedDataset
@@ -279,6 +307,12 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.task in ("zeroshot", "retrieval"):
+        from cxrcl.evaluation.image_text_cli import run_image_text_eval
+
+        return run_image_text_eval(args)
+    if not args.label:
+        raise CxrclError(f"cxrcl eval {args.task} needs --label NAME[,NAME...] or --label all")
     from cxrcl.evaluation.protocol import evaluate
 
     result = evaluate(args.task, args.run, args.data, args.label, args.out, fractions=args.fractions,
