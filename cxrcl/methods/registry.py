@@ -8,6 +8,7 @@ from cxrcl.errors import CxrclError
 from cxrcl.methods.base import Method, MethodConfig
 from cxrcl.methods.comcl import CoMCL
 from cxrcl.methods.dino import DINO
+from cxrcl.methods.mae import MAE
 from cxrcl.methods.mocov3 import MoCoV3
 from cxrcl.methods.simclr import SimCLR
 from cxrcl.methods.sparsecontrast import SparseContrast
@@ -16,6 +17,7 @@ from cxrcl.models.backbones import DEFAULT_BACKBONE, TokenBackbone, create_backb
 from cxrcl.specs import apply_overrides, parse_spec
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (SPCL, SimCLR, SparseContrast, CoMCL, MoCoV3, DINO)}
+METHODS[MAE.name] = MAE
 
 
 def method_class(name: str) -> type[Method]:
