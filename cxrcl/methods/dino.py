@@ -96,8 +96,21 @@ class DINO(Method):
         with torch.no_grad():
             teacher = self.teacher(globals_).split(b)
         t = self.teacher_temp_now()
+        diagnostics = self.teacher_entropies(torch.cat(teacher), t)  # before the centre moves
         loss = self.criterion(list(teacher), list(student), teacher_temp=t)
-        return {"loss": loss, "momentum": torch.tensor(m), "teacher_temp": torch.tensor(t)}
+        return {"loss": loss, "momentum": torch.tensor(m), "teacher_temp": torch.tensor(t), **diagnostics}
+
+    @torch.no_grad()
+    def teacher_entropies(self, teacher: torch.Tensor, temp: float) -> dict[str, torch.Tensor]:
+        """Collapse diagnostics (nats; both at most ln K): ``teacher_entropy`` = mean entropy of
+        the teacher's centred, sharpened distribution per image (ln K: a uniform teacher, the
+        collapse that centring alone causes, and the loss can then not fall below ln K);
+        ``teacher_batch_entropy`` = entropy of their batch mean (near 0: every image on one
+        prototype, the collapse that sharpening alone causes)."""
+        p = torch.softmax((teacher.float() - self.criterion.center.reshape(1, -1)) / temp, dim=-1)
+        per_image = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+        mean = p.mean(0)
+        return {"teacher_entropy": per_image, "teacher_batch_entropy": -(mean * mean.clamp_min(1e-12).log()).sum()}
 
     @property
     def encoder(self) -> TokenBackbone:
