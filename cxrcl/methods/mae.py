@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cxrcl.methods.base import Method, MethodConfig
+from cxrcl.methods.base import Method
 from cxrcl.models.backbones import Encoded, ViTBackbone
 from cxrcl.models.mae_decoder import MAEDecoder, build_decoder, random_mask, reconstruction_loss, require_vit
 
@@ -39,7 +39,9 @@ class MaskingConfig:
 
 
 @dataclass(frozen=True)
-class MAEConfig(MethodConfig, MaskingConfig):
+class MAEConfig(MaskingConfig):
+    """MAE has no projection head and no temperature: only the masking fields."""
+
     def __post_init__(self):
         self.check_masking()
 
