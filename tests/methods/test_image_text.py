@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from cxrcl.data.phantom import make_phantom
+from cxrcl.errors import CxrclError
+from cxrcl.losses.info_nce import info_nce
+from cxrcl.methods.image_text import image_text_nce, report_text
+from cxrcl.methods.registry import build_method
+from tests.conftest import TINY_VIT
+
+
+@pytest.fixture(scope="module")
+def clip():
+    torch.manual_seed(0)
+    return build_method("clip", TINY_VIT, 32)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return make_phantom(tmp_path_factory.mktemp("ph") / "phantom", n=32, size=32)
+
+
+def test_plain_loss_is_info_nce_exactly():
+    torch.manual_seed(0)
+    a, b = torch.randn(12, 8, requires_grad=True), torch.randn(12, 8)
+    t = torch.tensor(0.07)
+    torch.testing.assert_close(image_text_nce(a, b, t), info_nce(a, b, t), rtol=0, atol=0)
+
+
+def test_skipped_pairs_are_the_loss_of_the_rest_and_weights_scale_the_logits():
+    torch.manual_seed(1)
+    a, b = torch.randn(10, 8), torch.randn(10, 8)
+    valid = torch.tensor([True] * 7 + [False] * 3)
+    valid = valid[torch.randperm(10)]
+    torch.testing.assert_close(image_text_nce(a, b, 0.1, valid=valid), info_nce(a[valid], b[valid], 0.1))
+    # a constant per-image logit weight c is InfoNCE at temperature t / c
+    w = torch.full((10,), 2.5)
+    torch.testing.assert_close(image_text_nce(a, b, 0.1, image_weight=w), info_nce(a, b, 0.1 / 2.5))
+    # an image's weight follows the image: it scales row i one way and column i the other
+    w = torch.rand(10) + 0.5
+    an, bn = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    logits = an @ bn.T / 0.1 * w[:, None]
+    ref = 0.5 * (torch.nn.functional.cross_entropy(logits, torch.arange(10))
+                 + torch.nn.functional.cross_entropy(logits.T, torch.arange(10)))
+    torch.testing.assert_close(image_text_nce(a, b, 0.1, image_weight=w), ref)
+    # nothing valid: a zero loss that still back-propagates
+    x = torch.randn(4, 8, requires_grad=True)
+    loss = image_text_nce(x, torch.randn(4, 8), 0.1, valid=torch.zeros(4, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0 and x.grad is not None
+    with pytest.raises(ValueError, match="own pair"):
+        image_text_nce(a, b, 0.1, exclude=torch.eye(10, dtype=torch.bool))
+
+
+def test_report_text_keeps_findings_and_impression():
+    raw = "INDICATION: cough. FINDINGS: Small left effusion. IMPRESSION: Effusion."
+    assert report_text(raw) == "Small left effusion. Effusion."
+    assert report_text("free text note") == "free text note"
+    assert report_text(raw, sections=False) == raw
+
+
+def test_interface_shapes_norms_scale_and_batch_reports(clip, phantom):
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        zi, zt = clip.encode_image(x), clip.encode_text(["There is effusion.", "no effusion.", "a", "b"])
+    assert zi.shape == zt.shape == (4, clip.config.proj_dim)
+    torch.testing.assert_close(zi.norm(dim=-1), torch.ones(4))
+    torch.testing.assert_close(zt.norm(dim=-1), torch.ones(4))
+    assert float(clip.logit_scale.detach()) == pytest.approx(1 / 0.07, rel=1e-5)
+    assert clip.encoder is clip.backbone
+    rows = np.arange(4)
+    clip.set_batch_rows(rows, phantom)
+    texts, valid = clip.batch_reports(4)
+    assert valid.all() and all("INDICATION" not in t and t for t in texts)
+    out = clip.training_step(x, torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and out["reports"] == 1.0
+
+
+def test_text_layers_frozen_as_configured():
+    top3 = build_method("clip", TINY_VIT, 32)
+    trainable = {n.split(".")[2] for n, p in top3.text.model.named_parameters()
+                 if p.requires_grad and n.startswith("encoder.layer.")}
+    assert trainable == {"3", "4", "5"}
+    assert not any(p.requires_grad for n, p in top3.text.model.named_parameters()
+                   if not n.startswith("encoder.layer."))
+    frozen = build_method("clip:text_trainable_layers=0", TINY_VIT, 32)
+    assert not any(p.requires_grad for p in frozen.text.model.parameters())
+
+
+def test_a_data_set_without_reports_is_one_error(clip, tiny_ds):
+    clip.set_batch_rows(np.arange(4), tiny_ds)
+    with pytest.raises(CxrclError, match="has no 'report' text column.*image-only method"):
+        clip.training_step(torch.randn(4, 1, 32, 32), torch.Generator())
