@@ -6,6 +6,7 @@ import dataclasses
 
 from cxrcl.errors import CxrclError
 from cxrcl.methods.base import Method, MethodConfig
+from cxrcl.methods.clip import CLIP
 from cxrcl.methods.comcl import CoMCL
 from cxrcl.methods.dino import DINO
 from cxrcl.methods.mae import MAE
@@ -17,6 +18,7 @@ from cxrcl.models.backbones import DEFAULT_BACKBONE, TokenBackbone, create_backb
 from cxrcl.specs import apply_overrides, parse_spec
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (SPCL, SimCLR, SparseContrast, CoMCL, MoCoV3, DINO)}
+METHODS[CLIP.name] = CLIP
 METHODS[MAE.name] = MAE
 
 
