@@ -1,0 +1,121 @@
+"""Image-report retrieval (``cxrcl eval retrieval``): Recall@K both ways, with chance beside it.
+
+Rows: the ``split`` (default test) images whose report text is non-empty. Similarity = cosine of
+the unit image and text embeddings.
+
+Our choices (the usual definition assumes one report per image and distinct reports):
+
+- Identical report texts (after stripping whitespace) are one gallery item: in the clinical
+  notes of covid_chestxray several images of a patient share one note, and the templated phantom
+  reports can repeat. Image -> report ranks the M distinct texts; the hit is the image's own text.
+  Report -> image queries each distinct text against the N images; a hit is any image that
+  carries it.
+- Ties count against the model: the rank of the correct item is the number of wrong items scoring
+  at least as high (a constant model gets Recall@K = 0, not chance).
+- Chance: image -> report K / M; report -> image, for a text shared by m of N images,
+  1 - C(N - m, K) / C(N, K) (at least one of its images among K drawn at random), averaged over
+  queries. Both are capped at 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cxrcl.data.prepared import PreparedDataset
+from cxrcl.errors import CxrclError
+from cxrcl.evaluation.zeroshot import evaluation_rows
+
+DIRECTIONS = ("image_to_report", "report_to_image")
+
+
+def parse_ks(text: str | Sequence[int]) -> list[int]:
+    try:
+        ks = [int(v) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip()]
+    except ValueError:
+        raise CxrclError(f"--k {text!r} is not a comma list of whole numbers, e.g. 1,5,10") from None
+    if not ks or min(ks) < 1:
+        raise CxrclError(f"--k {text!r}: give whole numbers >= 1, e.g. 1,5,10")
+    return sorted(set(ks))
+
+
+def group_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(distinct texts in first-seen order, index of each row's text among them)."""
+    uniq: dict[str, int] = {}
+    idx = np.array([uniq.setdefault(t.strip(), len(uniq)) for t in texts], dtype=np.int64)
+    return list(uniq), idx
+
+
+def recall_at_k(sim: np.ndarray, text_of_image: np.ndarray, ks: Sequence[int]) -> dict:
+    """Recall@K both ways from ``sim`` [N images, M distinct texts] and each image's text index.
+
+    Returns ``{"recall_at_k": {dir: {K: r}}, "chance_at_k": {dir: {K: c}}, "median_rank": {dir: r}}``
+    with 1-based median ranks (pessimistic about ties).
+    """
+    sim = np.asarray(sim, dtype=np.float64)
+    n, m = sim.shape
+    t = np.asarray(text_of_image, dtype=np.int64)
+    if len(t) != n or (n and (t.min() < 0 or t.max() >= m)):
+        raise ValueError("text_of_image must give every image a text index in [0, M)")
+    # image -> report: wrong texts scoring >= the image's own text
+    own = sim[np.arange(n), t]
+    rank_i2r = (sim >= own[:, None]).sum(axis=1) - 1
+    # report -> image: for text j, the best-scoring image carrying it vs the other images
+    positives = np.zeros((n, m), bool)
+    positives[np.arange(n), t] = True
+    best_pos = np.where(positives, sim, -np.inf).max(axis=0)  # [M]
+    rank_r2i = (np.where(positives, -np.inf, sim) >= best_pos[None, :]).sum(axis=0)
+    m_per_text = positives.sum(axis=0)
+    out = {"recall_at_k": {d: {} for d in DIRECTIONS}, "chance_at_k": {d: {} for d in DIRECTIONS},
+           "median_rank": {"image_to_report": float(np.median(rank_i2r) + 1),
+                           "report_to_image": float(np.median(rank_r2i) + 1)}}
+    for k in ks:
+        out["recall_at_k"]["image_to_report"][str(k)] = float((rank_i2r < k).mean())
+        out["recall_at_k"]["report_to_image"][str(k)] = float((rank_r2i < k).mean())
+        out["chance_at_k"]["image_to_report"][str(k)] = float(min(1.0, k / m))
+        out["chance_at_k"]["report_to_image"][str(k)] = float(np.mean([chance_any(n, int(c), k)
+                                                                       for c in m_per_text]))
+    return out
+
+
+def chance_any(n: int, m: int, k: int) -> float:
+    """P(at least one of m marked items among k drawn without replacement from n)."""
+    if k >= n or m >= n:
+        return 1.0
+    p_none = 1.0
+    for i in range(k):
+        p_none *= (n - m - i) / (n - i)
+        if p_none <= 0:
+            return 1.0
+    return 1.0 - p_none
+
+
+def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split: str = "test",
+              ks: Sequence[int] = (1, 5, 10), exclude_nonempty: str | None = None) -> dict:
+    """The ``results`` entry (and protocol details) of a retrieval evaluation."""
+    col = text_column or ("report" if "report" in ds.meta.columns else None)
+    if col is None:
+        cols = ds.info.get("text_columns") or []
+        if not cols:
+            raise CxrclError(f"{ds.root} has no text column: retrieval needs image-report pairs "
+                             "(a data set with a report column)")
+        col = cols[0]
+    rows, n_excluded = evaluation_rows(ds, split, exclude_nonempty)
+    texts = ds.texts(col, rows)
+    keep = np.array([bool(t.strip()) for t in texts], bool)
+    rows, texts = rows[keep], [t for t, k in zip(texts, keep, strict=True) if k]
+    if len(rows) < 2:
+        raise CxrclError(f"{ds.root} has {len(rows)} {split} images with a non-empty {col!r}: "
+                         "retrieval needs at least 2")
+    uniq, t_idx = group_texts(texts)
+    img = model.images(ds.images[rows])
+    txt = model.texts(uniq)
+    res = recall_at_k(img @ txt.T, t_idx, parse_ks(ks))
+    result = {"fraction": 0.0, "seed": 0, "n_train": 0, "split": split, "n_images": int(len(rows)),
+              "n_reports": len(uniq), "n_excluded": n_excluded,
+              "n_without_text": int((~keep).sum()), "auroc": None, "auroc_per_label": {}, **res}
+    protocol = {"text_column": col, "similarity": "cosine of unit embeddings",
+                "duplicates": "identical texts are one report; report->image hits any image carrying it",
+                "ties": "count against the model", "exclude_nonempty": exclude_nonempty}
+    return {"result": result, "protocol": protocol, "feature_dim": int(img.shape[1])}
