@@ -15,6 +15,7 @@ from pathlib import Path
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.encoders import RANDOM_PREFIX, load_encoder
 from cxrcl.errors import CxrclError
+from cxrcl.evaluation.bootstrap import check_scores_output
 from cxrcl.evaluation.features import fit_pixel_pca
 from cxrcl.evaluation.knn import knn_probe
 from cxrcl.evaluation.linear import linear_probe
@@ -50,6 +51,7 @@ def evaluate(task: str, run: str | Path, data: str | Path, labels: str, out: str
         options["val_labels"] = val_labels
     if out is not None:
         out = check_output(out, "json")
+        check_scores_output(out)  # the sidecar of per-test-image scores (bootstrap.py)
     ds = PreparedDataset.open(data)
     names = ds.resolve_labels(labels)
     run = str(run)

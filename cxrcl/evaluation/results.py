@@ -37,6 +37,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.errors import CxrclError
+from cxrcl.evaluation.bootstrap import attach_uncertainty, externalize_scores
 from cxrcl.evaluation.features import Features, extract_splits
 from cxrcl.evaluation.fractions import (
     DEFAULT_FRACTIONS,
@@ -111,7 +112,7 @@ def run_probe(ds: PreparedDataset | str | os.PathLike, extract, labels: str | Se
         ftr, fva, fte = transform(ftr), transform(fva), transform(fte)
     ytr, yva, yte = ds.labels(labels, rtr), ds.labels(labels, rva), ds.labels(labels, rte)
 
-    results, cache = [], {}
+    results, cache, test_scores = [], {}, []
     for fraction in fractions:
         for seed in seeds:
             sample = sample_label_fraction(ytr, fraction, seed)
@@ -121,18 +122,21 @@ def run_probe(ds: PreparedDataset | str | os.PathLike, extract, labels: str | Se
                 cache[key] = _evaluate_sample(sample, val_sample, labels, fit_predict, ftr, ytr,
                                               fva, yva, fte, yte)
             n_val = {"n_val": int(len(val_sample))} if val_labels is not None else {}
+            info, scores = cache[key]
             results.append({"fraction": fraction, "seed": seed, "n_train": int(len(sample)), **n_val,
-                            **json.loads(json.dumps(cache[key]))})
+                            **json.loads(json.dumps(info))})
+            test_scores.append(scores)
     t2 = time.perf_counter()
     protocol = {**(protocol or {}), "val_labels": VAL_LABELS.get(val_labels, VAL_UNUSED)}
     if degrade_level:
         protocol = {**protocol, "degrade_seed": 0,
                     "degrade": "cxrcl.data.degrade.degrade on the test split only"}
-    return build_result(task=task, run_name=run_name, labels=labels, ds=ds,
-                        degrade_level=degrade_level, feature_dim=int(ftr.shape[1]),
-                        results=results, protocol=protocol,
-                        timing={"extract_s": round(t1 - t0, 3), "probe_s": round(t2 - t1, 3)},
-                        extra=extra)
+    result = build_result(task=task, run_name=run_name, labels=labels, ds=ds,
+                          degrade_level=degrade_level, feature_dim=int(ftr.shape[1]),
+                          results=results, protocol=protocol,
+                          timing={"extract_s": round(t1 - t0, 3), "probe_s": round(t2 - t1, 3)},
+                          extra=extra)
+    return attach_uncertainty(result, rte, yte, np.stack(test_scores))  # CIs (bootstrap.py)
 
 
 def val_rows(y_val: np.ndarray, fraction: float, seed: int, val_labels: str | None) -> np.ndarray:
@@ -149,6 +153,7 @@ def val_rows(y_val: np.ndarray, fraction: float, seed: int, val_labels: str | No
 
 def _evaluate_sample(sample, val_sample, labels, fit_predict, ftr, ytr, fva, yva, fte, yte) -> dict:
     per_label, n_per_label, n_val_per_label, details = {}, {}, {}, {}
+    test_scores = np.full(yte.shape, np.nan)
     fva, yva = fva[val_sample], yva[val_sample]
     for j, name in enumerate(labels):
         y_s = ytr[sample, j]
@@ -159,6 +164,7 @@ def _evaluate_sample(sample, val_sample, labels, fit_predict, ftr, ytr, fva, yva
         vm, tm = ~np.isnan(yva[:, j]), ~np.isnan(yte[:, j])
         scores, info = fit_predict(x_train, y_train, fva[vm], yva[vm, j].astype(int), fte[tm])
         per_label[name] = float(roc_auc_score(yte[tm, j].astype(int), scores))
+        test_scores[tm, j] = scores
         n_per_label[name] = int(known.sum())
         if len(val_sample):
             n_val_per_label[name] = int(vm.sum())
@@ -166,7 +172,7 @@ def _evaluate_sample(sample, val_sample, labels, fit_predict, ftr, ytr, fva, yva
             details.setdefault(f"{k}_per_label", {})[name] = v
     val = {"n_val_per_label": n_val_per_label} if n_val_per_label else {}
     return {"n_train_per_label": n_per_label, **val, "auroc": float(np.mean(list(per_label.values()))),
-            "auroc_per_label": per_label, **details}
+            "auroc_per_label": per_label, **details}, test_scores
 
 
 def summarize(results: Sequence[dict]) -> dict:
@@ -239,8 +245,9 @@ def _clean(obj):
 
 
 def save_json(result: dict, path: str | os.PathLike) -> Path:
-    """Write ``result`` as indented strict JSON (NaN -> null), atomically (temp file + rename)."""
-    return write_json(_clean(result), path)
+    """Write ``result`` as indented strict JSON (NaN -> null), atomically (temp file + rename);
+    inline per-test-image scores go to the sidecar ``.scores.npz`` (bootstrap.externalize_scores)."""
+    return write_json(_clean(externalize_scores(result, path)), path)
 
 
 def load_json(path: str | os.PathLike) -> dict:
