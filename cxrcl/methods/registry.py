@@ -10,6 +10,7 @@ from cxrcl.methods.clip import CLIP
 from cxrcl.methods.comcl import CoMCL
 from cxrcl.methods.dino import DINO
 from cxrcl.methods.mae import MAE
+from cxrcl.methods.maco import MaCo
 from cxrcl.methods.mocov3 import MoCoV3
 from cxrcl.methods.simclr import SimCLR
 from cxrcl.methods.sparsecontrast import SparseContrast
@@ -20,6 +21,7 @@ from cxrcl.specs import apply_overrides, parse_spec
 METHODS: dict[str, type[Method]] = {m.name: m for m in (SPCL, SimCLR, SparseContrast, CoMCL, MoCoV3, DINO)}
 METHODS[CLIP.name] = CLIP
 METHODS[MAE.name] = MAE
+METHODS[MaCo.name] = MaCo
 
 
 def method_class(name: str) -> type[Method]:
