@@ -9,8 +9,8 @@ from cxrcl.methods.base import Method, MethodConfig
 from cxrcl.methods.clip import CLIP
 from cxrcl.methods.comcl import CoMCL
 from cxrcl.methods.dino import DINO
-from cxrcl.methods.mae import MAE
 from cxrcl.methods.maco import MaCo
+from cxrcl.methods.mae import MAE
 from cxrcl.methods.mocov3 import MoCoV3
 from cxrcl.methods.simclr import SimCLR
 from cxrcl.methods.sparsecontrast import SparseContrast
