@@ -20,7 +20,13 @@ import torch
 
 from cxrcl.methods.base import Method
 from cxrcl.models.backbones import Encoded, ViTBackbone
-from cxrcl.models.mae_decoder import MAEDecoder, build_decoder, random_mask, reconstruction_loss, require_vit
+from cxrcl.models.mae_decoder import (
+    MAEDecoder,
+    build_decoder,
+    random_mask,
+    reconstruction_loss,
+    require_vit,
+)
 
 
 @dataclass(frozen=True)
