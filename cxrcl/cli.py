@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--no-progress", action="store_true")
 
     ev = sub.add_parser("eval", help="evaluate an encoder (linear probe, kNN)")
-    ev.add_argument("task", choices=["linear", "knn", "zeroshot", "retrieval"])
+    ev.add_argument("task", choices=["linear", "knn", "zeroshot", "retrieval", "finetune"])
     ev.add_argument("--run", required=True, help="run directory, random:BACKBONE, or pixels")
     ev.add_argument("--data", required=True)
     ev.add_argument("--label", help="NAME[,NAME...] or all (every task but retrieval)")
@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--val-labels", choices=["matched", "full"],
                     help="linear: choose C on val labels sampled at the same fraction (matched, "
                          "the default) or on all of them (full)")
+    ev.add_argument("--max-epochs", type=int, help="finetune: epoch budget (default 20)")
+    ev.add_argument("--patience", type=int, help="finetune: stop after N epochs without val gain (default 5)")
+    ev.add_argument("--lr", type=float, help="finetune: encoder learning rate (default 1e-4; head x10)")
+    ev.add_argument("--layer-decay", type=float, help="finetune: layer-wise lr decay, e.g. 0.75 (default off)")
+    ev.add_argument("--batch-size", type=int, help="finetune: batch size (default 32)")
     ev.add_argument("--prompts", help="zeroshot: YAML of prompts per label (default configs/prompts/default.yaml)")
     ev.add_argument("--scoring", choices=["posneg", "cosine"],
                     help="zeroshot: MaCo's positive-vs-negative softmax (posneg, default) or plain cosine")
@@ -306,6 +311,14 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def _finetune_options(args) -> dict:
+    keys = ("max_epochs", "patience", "lr", "layer_decay", "batch_size")
+    opts = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if opts and args.task != "finetune":
+        raise CxrclError(f"--{'/--'.join(k.replace('_', '-') for k in opts)} apply to `cxrcl eval finetune` only")
+    return opts
+
+
 def cmd_eval(args) -> int:
     if args.task in ("zeroshot", "retrieval"):
         from cxrcl.evaluation.image_text_cli import run_image_text_eval
@@ -317,7 +330,7 @@ def cmd_eval(args) -> int:
 
     result = evaluate(args.task, args.run, args.data, args.label, args.out, fractions=args.fractions,
                       seeds=args.seeds, degrade_level=args.degrade_test, image_size=args.image_size,
-                      val_labels=args.val_labels)
+                      val_labels=args.val_labels, finetune_options=_finetune_options(args))
     for frac, s in result["summary"].items():
         print(f"{args.task} {result['run']}: {float(frac):g} of labels -> AUROC "
               f"{s['auroc_mean']:.3f} ± {s['auroc_std']:.3f} ({s['n_seeds']} seeds)")
