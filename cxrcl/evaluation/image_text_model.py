@@ -46,6 +46,22 @@ class ImageTextModel:
         self.train_splits = tuple(train_splits)
 
     @property
+    def text_column(self) -> str:
+        """The data set column the model pre-trained on (its config's ``text_column``; else report)."""
+        return str(getattr(getattr(self.model, "config", None), "text_column", "report"))
+
+    def report_texts(self, raw: Sequence[str]) -> list[str]:
+        """Reports as the model read them in pre-training: :func:`cxrcl.methods.image_text.report_text`
+        (findings + impression when present) for a model whose config has ``report_sections``,
+        else unchanged."""
+        sections = getattr(getattr(self.model, "config", None), "report_sections", None)
+        if sections is None:
+            return [str(t) for t in raw]
+        from cxrcl.methods.image_text import report_text
+
+        return [report_text(t, bool(sections)) for t in raw]
+
+    @property
     def logit_scale(self) -> float:
         """The model's image-text logit scale as a multiplier (``exp`` of a stored log scale when
         the model says so through ``logit_scale_is_log``; else the value itself; 1 if absent)."""

@@ -1,7 +1,8 @@
 """Image-report retrieval (``cxrcl eval retrieval``): Recall@K both ways, with chance beside it.
 
-Rows: the ``split`` (default test) images whose report text is non-empty. Similarity = cosine of
-the unit image and text embeddings.
+Rows: the ``split`` (default test) images whose report text is non-empty, the text taken as the
+model read it in pre-training (its ``text_column``; findings + impression when the report has
+them). Similarity = cosine of the unit image and text embeddings.
 
 Our choices (the usual definition assumes one report per image and distinct reports):
 
@@ -94,15 +95,15 @@ def chance_any(n: int, m: int, k: int) -> float:
 def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split: str = "test",
               ks: Sequence[int] = (1, 5, 10), exclude_nonempty: str | None = None) -> dict:
     """The ``results`` entry (and protocol details) of a retrieval evaluation."""
-    col = text_column or ("report" if "report" in ds.meta.columns else None)
-    if col is None:
+    col = text_column or getattr(model, "text_column", "report")
+    if col not in ds.meta.columns:
         cols = ds.info.get("text_columns") or []
-        if not cols:
-            raise CxrclError(f"{ds.root} has no text column: retrieval needs image-report pairs "
-                             "(a data set with a report column)")
-        col = cols[0]
+        raise CxrclError(f"{ds.root} has no text column {col!r} (text columns: {', '.join(cols) or 'none'}): "
+                         "retrieval needs image-report pairs; pass --text-column or a data set with reports")
     rows, n_excluded = evaluation_rows(ds, split, exclude_nonempty)
     texts = ds.texts(col, rows)
+    if hasattr(model, "report_texts"):
+        texts = model.report_texts(texts)
     keep = np.array([bool(t.strip()) for t in texts], bool)
     rows, texts = rows[keep], [t for t, k in zip(texts, keep, strict=True) if k]
     if len(rows) < 2:

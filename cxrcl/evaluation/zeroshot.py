@@ -242,8 +242,10 @@ def zeroshot(model, ds: PreparedDataset, labels: Sequence[str], prompt_set: Prom
         k = ~np.isnan(y[:, j])
         per_label[name] = float(roc_auc_score(y[k, j].astype(int), scores[k, j]))
         n_per_label[name] = {"positive": int((y[k, j] == 1).sum()), "negative": int((y[k, j] == 0).sum())}
-    col = text_column or ("report" if "report" in ds.meta.columns else None)
-    train_texts = ds.texts(col, ds.indices(list(model.train_splits))) if col else []
+    col = text_column or getattr(model, "text_column", "report")
+    train_texts = ds.texts(col, ds.indices(list(model.train_splits))) if col in ds.meta.columns else []
+    if hasattr(model, "report_texts"):
+        train_texts = model.report_texts(train_texts)
     result = {"fraction": 0.0, "seed": 0, "n_train": 0, "split": split, "n_test": int(len(rows)),
               "n_excluded": n_excluded, "n_test_per_label": n_per_label,
               "auroc": float(np.mean(list(per_label.values()))), "auroc_per_label": per_label,

@@ -219,7 +219,7 @@ def test_bootstrap_auroc_matches_sklearn():
     rng = np.random.default_rng(1)
     y = (rng.random((5, 40)) < 0.4).astype(float)
     s = np.round(rng.normal(size=(5, 40)) + y, 1)  # rounded: ties
-    np.testing.assert_allclose(_auroc_rows(y, s), [roc_auc_score(a, b) for a, b in zip(y, s)])
+    np.testing.assert_allclose(_auroc_rows(y, s), [roc_auc_score(a, b) for a, b in zip(y, s, strict=True)])
     yy, ss = y[0][:, None], s[0][:, None]
     lo, hi = bootstrap_ci(yy, ss)
     assert lo < roc_auc_score(y[0], s[0]) < hi
