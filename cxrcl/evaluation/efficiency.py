@@ -90,11 +90,14 @@ def _high_water_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _peak_rss_child(method: str, backbone: str, image_size: int, batch: np.ndarray, queue) -> None:
+def _peak_rss_child(method: str, backbone: str, image_size: int, batch: np.ndarray, queue,
+                    data: str | None = None, rows: np.ndarray | None = None) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     base = _high_water_mb()
     m = build_method(method, backbone, image_size)
+    if data is not None:  # the batch's data set rows, as the training loop gives them (reports)
+        m.set_batch_rows(rows, PreparedDataset.open(data))
     opt = torch.optim.AdamW(param_groups(m, 0.05), lr=1e-4)
     x = to_model_input(batch, image_size)
     for step in range(3):
@@ -102,11 +105,12 @@ def _peak_rss_child(method: str, backbone: str, image_size: int, batch: np.ndarr
     queue.put((_high_water_mb(), base))
 
 
-def peak_rss_mb(method: str, backbone: str, image_size: int, batch: np.ndarray) -> tuple[float, float]:
+def peak_rss_mb(method: str, backbone: str, image_size: int, batch: np.ndarray,
+                data: str | None = None, rows: np.ndarray | None = None) -> tuple[float, float]:
     """(peak RSS, peak RSS before the model was built) in MiB, from a fresh process."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_peak_rss_child, args=(method, backbone, image_size, batch, q))
+    p = ctx.Process(target=_peak_rss_child, args=(method, backbone, image_size, batch, q, data, rows))
     p.start()
     peak, base = q.get(timeout=900)
     p.join()
@@ -132,6 +136,7 @@ def benchmark(methods: list[str], data: str, backbone: str, image_size: int | No
     for spec in methods:
         torch.manual_seed(seed)
         m = build_method(spec, backbone, image_size).to(device)
+        m.set_batch_rows(rows, ds)  # as the training loop does (image-report methods read reports)
         built[spec] = (m, torch.optim.AdamW(param_groups(m, 0.05), lr=1e-4))
 
     result: dict[str, dict] = {spec: {} for spec in methods}
@@ -170,7 +175,7 @@ def benchmark(methods: list[str], data: str, backbone: str, image_size: int | No
         r["achieved_gflops_per_s"] = r["train_gflops_per_step"] / r["train_step_s"]
         r["achieved_fraction_of_peak"] = r["achieved_gflops_per_s"] / machine["matmul_peak_gflops"]
         if measure_memory and device.type == "cpu":
-            r["peak_rss_mb"], base = peak_rss_mb(spec, backbone, image_size, batch)
+            r["peak_rss_mb"], base = peak_rss_mb(spec, backbone, image_size, batch, str(ds.root), rows)
             r["train_rss_mb"] = round(r["peak_rss_mb"] - base, 1)  # attributable to training
         elif device.type == "cuda":
             r["peak_rss_mb"] = None
