@@ -8,10 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 from cxrcl.cli import main
+from cxrcl.data.normalize import to_model_input
+from cxrcl.data.prepared import PreparedDataset
 from cxrcl.errors import CxrclError
+from cxrcl.evaluation.efficiency import benchmark
 from cxrcl.losses.info_nce import info_nce
 from cxrcl.methods.registry import build_method
-from cxrcl.models.mae_decoder import random_mask
+from cxrcl.models.mae_decoder import random_mask, visible_map
 from cxrcl.training.checkpoint import model_file
 from cxrcl.training.fit import pretrain
 from tests.conftest import TINY_VIT
@@ -33,8 +36,6 @@ def maco():
 
 
 def batch(m, dataset, n=6, size=32):
-    from cxrcl.data.normalize import to_model_input
-
     rows = dataset.indices("train")[:n]
     m.set_batch_rows(rows, dataset)
     return to_model_input(dataset.images[rows], size)
@@ -50,8 +51,6 @@ def test_defaults_follow_the_public_code(maco):
 def test_correlation_weight_starts_at_ln2_for_every_mask(maco):
     for seed in range(3):
         vis, _ = random_mask(5, maco.backbone.num_tokens, 0.5, torch.Generator().manual_seed(seed))
-        from cxrcl.models.mae_decoder import visible_map
-
         s = maco.correlation(visible_map(vis, maco.backbone.num_tokens))
         torch.testing.assert_close(s, torch.full((5,), math.log(2)), rtol=0, atol=0)
     assert not maco.correlation.linear.weight.any() and not maco.correlation.linear.bias.any()
@@ -82,8 +81,6 @@ def test_constant_weights_give_plain_info_nce(maco, monkeypatch):
 
 
 def test_masked_patches_never_reach_the_encoder_and_evaluation_sees_all(maco, phantom):
-    from cxrcl.data.prepared import PreparedDataset
-
     ds = PreparedDataset.open(phantom)
     x = batch(maco, ds)
     seen = []
@@ -102,8 +99,6 @@ def test_masked_patches_never_reach_the_encoder_and_evaluation_sees_all(maco, ph
 
 
 def test_lambda_is_honoured_and_the_weight_learns(phantom):
-    from cxrcl.data.prepared import PreparedDataset
-
     ds = PreparedDataset.open(phantom)
     for lam in (0.25, 0.0):
         torch.manual_seed(0)
@@ -149,3 +144,13 @@ def test_cli_loss_falls_on_the_phantom_and_resume_is_exact(phantom, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
     la = [json.loads(line)["loss"] for line in open(full / "metrics.jsonl")]
     assert la == [json.loads(line)["loss"] for line in open(part / "metrics.jsonl")] and len(la) == 4
+
+
+def test_bench_runs_image_report_methods_and_counts_visible_only_encoding(phantom):
+    """`cxrcl bench` gives each method the batch's rows (MaCo reads reports); MAE's forward
+    FLOPs fall with the mask ratio because the encoder gets only the visible tokens."""
+    specs = ["mae", "mae:mask_ratio=0.75", f"maco:{FAST_TEXT}"]
+    b = benchmark(specs, str(phantom), TINY_VIT, image_size=32, batch_size=8, steps=1, warmup=0,
+                  measure_memory=False, progress=None)
+    g = {s: b["methods"][s]["gflops_per_image"] for s in specs}
+    assert 0 < g["mae:mask_ratio=0.75"] < g["mae"] < g[f"maco:{FAST_TEXT}"], g
