@@ -1,4 +1,5 @@
-"""PNG plots for ``cxrcl report``: loss curves, AUROC vs. label fraction, throughput bars.
+"""PNG plots for ``cxrcl report``: loss curves, AUROC vs. label fraction, throughput bars,
+accuracy vs. cost (the frontier) and ROC curves.
 
 Matplotlib's object API with the Agg canvas (no pyplot, no global backend change, no display).
 """
@@ -116,5 +117,59 @@ def plot_bench(benches: Sequence[tuple[str, dict]], path: Path) -> Path:
             ax.set_ylabel(label)
             ax.set_title(f"{title}: {label}", fontsize=9)
             ax.grid(alpha=0.3, axis="y")
+    save_figure(fig, path)
+    return Path(path)
+
+
+def plot_cost_frontier(panels: Sequence[tuple[str, Sequence, dict[str, float]]], path: Path) -> Path:
+    """Accuracy against cost: for each (title, points, floors) two axes, AUROC vs. training GFLOPs
+    and vs. wall seconds (log x), one marker per method, the frontier as a line, the floors (no
+    training cost) as dashed horizontal lines. ``points`` have ``name``, ``auroc``, ``gflops``,
+    ``wall_s``."""
+    from cxrcl.evaluation.report_sections import frontier
+
+    fig, axes = _figure(2 * len(panels), max_cols=2)
+    k = 0
+    for title, points, floors in panels:
+        for attr, xlabel in (("gflops", "training GFLOPs (total)"), ("wall_s", "training wall seconds")):
+            ax = axes[k]
+            k += 1
+            pts = [p for p in points if getattr(p, attr) is not None]
+            for i, p in enumerate(pts):
+                ax.scatter([getattr(p, attr)], [p.auroc], color=f"C{i % 10}", zorder=3, label=p.name)
+                ax.annotate(p.name, (getattr(p, attr), p.auroc), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            front = frontier(list(pts), attr)
+            if len(front) > 1:
+                ax.step([getattr(p, attr) for p in front], [p.auroc for p in front], where="post",
+                        color="black", linewidth=1.0, alpha=0.6, label="frontier")
+            for j, (name, v) in enumerate(floors.items()):
+                ax.axhline(v, color="grey", linestyle=["--", ":"][j % 2], linewidth=1.0, label=f"{name} (floor)")
+            if pts:
+                ax.set_xscale("log")
+            else:
+                ax.text(0.5, 0.5, "no cost known", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("AUROC (macro)")
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=6)
+    save_figure(fig, path)
+    return Path(path)
+
+
+def plot_roc(panels: Sequence[tuple[str, Sequence[tuple[str, np.ndarray, np.ndarray, float]]]], path: Path) -> Path:
+    """One panel per (title, curves); a curve is (run, fpr, tpr, auroc)."""
+    fig, axes = _figure(len(panels), width=4.2, height=4.0)
+    for ax, (title, curves) in zip(axes, panels, strict=False):
+        for i, (name, fpr, tpr, auc) in enumerate(curves):
+            ax.plot(fpr, tpr, color=f"C{i % 10}", linewidth=1.3, label=f"{name} ({auc:.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title(title, fontsize=9)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower right")
     save_figure(fig, path)
     return Path(path)

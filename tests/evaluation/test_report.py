@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -135,3 +136,131 @@ def test_report_errors_name_the_input(inputs, tmp_path):
     broken.write_text("{not json")
     with pytest.raises(CxrclError, match="broken.json"):
         write_report([broken], tmp_path / "R.md")
+
+
+# ----------------------------------------------------------------------------- CIs, significance, cost, ROC
+def _scored_eval(path, run, y, scores_per_seed, fractions=(0.1, 1.0)):
+    """An eval JSON with bootstrap CIs and a score sidecar, as `cxrcl eval` writes it."""
+    from sklearn.metrics import roc_auc_score
+
+    from cxrcl.evaluation.bootstrap import attach_uncertainty
+    from cxrcl.evaluation.results import save_json
+
+    results, scores = [], []
+    for f in fractions:
+        for seed, s in enumerate(scores_per_seed):
+            per = {lbl: float(roc_auc_score(y[:, j], s[:, j])) for j, lbl in enumerate(("a", "b"))}
+            results.append({"fraction": f, "seed": seed, "n_train": 10, "auroc": float(np.mean(list(per.values()))),
+                            "auroc_per_label": per})
+            scores.append(s)
+    ev = {"task": "linear", "run": str(run), "labels": ["a", "b"], "data": DATA, "degrade_test": 0,
+          "results": results, "summary": summarize(results), "command": f"cxrcl eval linear --run {run}"}
+    attach_uncertainty(ev, np.arange(len(y)), y, np.stack(scores), n_boot=200)
+    save_json(ev, path)
+    return path
+
+
+def _summary_run(path, method, wall, seen=6400):
+    path.mkdir(parents=True)
+    (path / "summary.json").write_text(json.dumps({
+        "method": method, "backbone": "vit_tiny", "image_size": 64, "steps": 100, "wall_seconds": wall,
+        "images_seen": seen, "images_per_s": seen / wall, "final_loss": 1.0,
+        "data": {"path": "data/phantom"}}))
+    return path
+
+
+@pytest.fixture
+def scored(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random((n, 2)) < 0.4).astype(float)
+    noise = [rng.normal(size=(n, 2)) for _ in range(3)]
+    base = [y * 0.6 + e for e in noise]                          # simclr: the baseline
+    same = [y * 0.6 + e + 0.01 * rng.normal(size=(n, 2)) for e in noise]  # no real difference
+    better = [y * 2.0 + e for e in noise]                         # clearly better
+    runs = tmp_path / "runs"
+    r_base = _summary_run(runs / "simclr", "simclr", wall=100.0)
+    r_same = _summary_run(runs / "same", "mocov3", wall=50.0)
+    r_better = _summary_run(runs / "spcl", "spcl", wall=80.0)
+    d = tmp_path / "eval"
+    d.mkdir()
+    files = [_scored_eval(d / "simclr.json", r_base, y, base),
+             _scored_eval(d / "same.json", r_same, y, same),
+             _scored_eval(d / "spcl.json", r_better, y, better),
+             _scored_eval(d / "pixels.json", "pixels", y, [y * 0.3 + e for e in noise])]
+    bench = _write(tmp_path / "bench.json", {
+        "methods": {m: {"train_images_per_s": 100.0, "train_step_s": 0.64, "infer_images_per_s": 400.0,
+                        "gflops_per_image": g, "train_gflops_per_step": 3 * g * 64, "peak_rss_mb": 900.0,
+                        "fraction_of_peak_bf16": 0.42}
+                    for m, g in (("simclr", 2.0), ("mocov3", 2.0), ("spcl", 0.5))},
+        "machine": {"matmul_peak_gflops": 200.0},
+        "setup": {"backbone": "vit_tiny", "image_size": 64, "batch_size": 64, "steps": 5, "data": "data/phantom"}})
+    return d, files, bench, (r_base, r_same, r_better)
+
+
+def test_report_ci_significance_cost_and_roc(scored, tmp_path):
+    d, files, bench, runs = scored
+    out = write_report([d, bench, *runs], tmp_path / "rep" / "R.md")
+    text = out.read_text()
+    row = {}
+    for line in text.splitlines():
+        if line.startswith("| "):
+            row.setdefault(line.split("|")[1].strip(), line)  # the accuracy table comes first
+    # CI in every cell; the indistinguishable method is marked, the clearly better one is not
+    assert re.search(r"\d\.\d{3} ± \d\.\d{3} \(3\) \[\d\.\d{3}, \d\.\d{3}\]", row[str(runs[2])])
+    assert "†" in row[str(runs[1])] and "†" not in row[str(runs[2])]
+    assert "(baseline)" in row[str(runs[0]) + " (baseline)"]
+    assert "Paired bootstrap against the baseline" in text and "no †" in text
+    # every table is headed by the command that made it
+    assert text.index("Made by:") < text.index("| run | 10 % | 100 % |")
+    assert "cxrcl bench --methods simclr,mocov3,spcl --data data/phantom" in text
+    assert f"cxrcl pretrain spcl --data data/phantom --out {runs[2]}" in text
+    # the bench's extra measures are shown
+    assert "fraction_of_peak_bf16" in text and "0.42" in text
+    # cost: GFLOPs = train GFLOPs/step / batch x images seen = 3 x 0.5 x 6400 for spcl
+    assert "## Accuracy vs. cost" in text and "9,600" in text and "38,400" in text
+    cost = text.split("## Accuracy vs. cost")[-1].splitlines()
+    spcl_cost = next(line for line in cost if line.startswith("| spcl |"))
+    assert "| yes | yes |" in spcl_cost  # cheapest in GFLOPs and on the wall-seconds frontier
+    simclr_cost = next(line for line in cost if line.startswith("| simclr |"))
+    assert "| no | no |" in simclr_cost  # dominated: spcl is better and cheaper on both axes
+    for kind in ("cost", "roc", "auroc", "bench"):
+        png = out.with_name(f"R_{kind}.png")
+        assert png.read_bytes()[:8] == PNG and f"]({png.name})" in text
+
+
+def test_report_without_sidecars_says_so(scored, tmp_path):
+    d, files, _, _ = scored
+    for f in files:
+        f.with_name(f.stem + ".scores.npz").unlink()
+    text = write_report(files, tmp_path / "R.md").read_text()
+    cells = [line for line in text.splitlines() if line.startswith("| ") and "±" in line]
+    assert cells and not any("†" in line for line in cells)
+    assert "Paired bootstrap against" not in text
+    assert "No significance marks for" in text and "No ROC curve for" in text
+    assert not (tmp_path / "R_roc.png").exists()
+
+
+def test_report_saliency_and_other_tasks(tmp_path):
+    ex = tmp_path / "explain_spcl"
+    ex.mkdir()
+    (ex / "explain.json").write_text(json.dumps({
+        "run": "runs/spcl", "method": "spcl", "data": "data/phantom", "split": "test", "n_overlays": 8,
+        "lesion_area_kept": 0.71, "random_area_kept": 0.5, "lesion_minus_random": 0.21}))
+    (ex / "overlays.png").write_bytes(PNG + b"rest")
+    seg = {"task": "segment", "run": "runs/spcl", "labels": ["mask"], "data": DATA, "degrade_test": 0,
+           "results": [{"fraction": 1.0, "seed": 0, "n_train": 9, "dice": 0.8}],
+           "summary": {"1.0": {"dice_mean": 0.8, "dice_std": 0.0, "n_seeds": 1}}}
+    ret = {"task": "retrieval", "run": "runs/clip", "labels": [], "data": DATA, "degrade_test": 0,
+           "results": [{"fraction": 0.0, "seed": 0, "n_train": 0, "auroc": None,
+                        "recall_at_k": {"image_to_report": {"1": 0.25}, "report_to_image": {"1": 0.2}},
+                        "chance_at_k": {"image_to_report": {"1": 0.01}, "report_to_image": {"1": 0.01}}}],
+           "summary": {}}
+    files = [_write(tmp_path / "seg.json", seg), _write(tmp_path / "ret.json", ret)]
+    out = write_report([*files, ex], tmp_path / "S.md")
+    text = out.read_text()
+    assert "0.800 ± 0.000 (1)" in text and "Dice over test images" in text
+    assert "image→report R@1" in text and "0.250 (chance 0.010)" in text
+    assert "## Saliency" in text and "0.71" in text and "0.21" in text
+    assert "cxrcl explain --run runs/spcl --data data/phantom" in text
+    assert out.with_name("S_saliency_0.png").read_bytes()[:8] == PNG
