@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="eval/bench JSON and runs -> markdown tables + plots")
     rp.add_argument("inputs", nargs="+")
     rp.add_argument("--out", required=True)
+    rp.add_argument("--baseline", default="simclr",
+                    help="method every other run is tested against (paired bootstrap; default simclr)")
 
     em = sub.add_parser("embed", help="features of every image of a prepared data set")
     em.add_argument("--run", required=True)
@@ -366,7 +368,7 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from cxrcl.evaluation.report import write_report
 
-    path = write_report([Path(i) for i in args.inputs], Path(args.out))
+    path = write_report([Path(i) for i in args.inputs], Path(args.out), baseline=args.baseline)
     print(f"wrote {path}")
     return 0
 
