@@ -17,12 +17,14 @@ from cxrcl.encoders import RANDOM_PREFIX, load_encoder
 from cxrcl.errors import CxrclError
 from cxrcl.evaluation.bootstrap import check_scores_output
 from cxrcl.evaluation.features import fit_pixel_pca
+from cxrcl.evaluation.finetune import FinetuneConfig, finetune
 from cxrcl.evaluation.knn import knn_probe
 from cxrcl.evaluation.linear import linear_probe
 from cxrcl.evaluation.outputs import check_output
 from cxrcl.evaluation.results import VAL_LABELS, save_json
 
-PROBES = {"linear": linear_probe, "knn": knn_probe}
+PROBES = {"linear": linear_probe, "knn": knn_probe, "finetune": finetune}
+SELECTS_ON_VAL = ("linear", "finetune")  # the tasks that take --val-labels
 
 
 def extractor_for(run: str, ds: PreparedDataset, image_size: int | None = None):
@@ -36,19 +38,26 @@ def extractor_for(run: str, ds: PreparedDataset, image_size: int | None = None):
 
 def evaluate(task: str, run: str | Path, data: str | Path, labels: str, out: str | Path | None = None,
              fractions=(0.01, 0.1, 1.0), seeds: int = 3, degrade_level: int = 0,
-             image_size: int | None = None, val_labels: str | None = None) -> dict:
-    """``val_labels`` (linear only): ``"matched"`` (default) or ``"full"``, the val labels the
-    probe's C is chosen on (:data:`cxrcl.evaluation.results.VAL_LABELS`)."""
+             image_size: int | None = None, val_labels: str | None = None,
+             finetune_options: dict | None = None) -> dict:
+    """``val_labels`` (linear, finetune): ``"matched"`` (default) or ``"full"``, the val labels the
+    probe's C (the fine-tuning's early stopping) is chosen on
+    (:data:`cxrcl.evaluation.results.VAL_LABELS`); ``finetune_options``: FinetuneConfig keys."""
     if task not in PROBES:
         raise CxrclError(f"unknown evaluation task {task!r}; available: {', '.join(PROBES)}")
     options = {}
     if val_labels is not None:
-        if task != "linear":
-            raise CxrclError(f"--val-labels applies to the linear probe only: {task} selects nothing "
-                             "on the val split")
+        if task not in SELECTS_ON_VAL:
+            raise CxrclError(f"--val-labels applies to {' and '.join(SELECTS_ON_VAL)} only: {task} "
+                             "selects nothing on the val split")
         if val_labels not in VAL_LABELS:
             raise CxrclError(f"--val-labels {val_labels!r}: choose one of {', '.join(VAL_LABELS)}")
         options["val_labels"] = val_labels
+    if task == "finetune":
+        if str(run) == "pixels":
+            raise CxrclError("--run pixels has no weights to fine-tune: the pixel floor is "
+                             "`cxrcl eval linear --run pixels`; fine-tune a run or random:BACKBONE")
+        options["config"] = FinetuneConfig(**(finetune_options or {}))  # checked before any work
     if out is not None:
         out = check_output(out, "json")
         check_scores_output(out)  # the sidecar of per-test-image scores (bootstrap.py)
