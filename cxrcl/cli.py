@@ -151,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--baseline", default="simclr",
                     help="method every other run is tested against (paired bootstrap; default simclr)")
 
+    xo = sub.add_parser("export", help="a run's encoder for timm (safetensors) or onnxruntime")
+    xo.add_argument("--run", required=True, help="run directory (or random:BACKBONE with --image-size)")
+    xo.add_argument("--format", required=True, choices=["timm", "onnx"])
+    xo.add_argument("--out", required=True, help="a new file (.safetensors for timm, .onnx)")
+    xo.add_argument("--image-size", type=int, help="input size (default: the run's)")
+    xo.add_argument("--force", action="store_true", help="replace --out if it exists")
+
     em = sub.add_parser("embed", help="features of every image of a prepared data set")
     em.add_argument("--run", required=True)
     em.add_argument("--data", required=True)
@@ -373,6 +380,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from cxrcl.export import export
+
+    r = export(args.run, args.format, args.out, image_size=args.image_size, force=args.force)
+    print(f"wrote {r['file']} ({args.format}, {r['feature_dim']}-dim features, input {r['input']}; "
+          f"checked: max relative difference {r['max_rel_diff']:.1e}). Load it with:\n{r['load']}")
+    return 0
+
+
 def cmd_embed(args) -> int:
     from cxrcl.data.prepared import PreparedDataset
     from cxrcl.evaluation.outputs import check_output, write_npz
@@ -405,7 +421,7 @@ def cmd_explain(args) -> int:
 
 COMMANDS = {"data": cmd_data, "pretrain": cmd_pretrain, "eval": cmd_eval, "bench": cmd_bench,
             "report": cmd_report, "embed": cmd_embed, "demo": cmd_demo, "explain": cmd_explain,
-            "text": cmd_text}
+            "text": cmd_text, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())
