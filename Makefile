@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[data,dev,text]"
+	$(BIN)/pip install --quiet -e ".[data,dev,text,export,logging]"
 	touch $(STAMP)
 
 demo: $(STAMP)
