@@ -32,7 +32,8 @@ from cxrcl.training.run_config import (
     validate_train,
 )
 
-MAY_CHANGE = {"log_every", "checkpoint_every", "progress", "max_bad_steps", "precision", "accelerator"}
+MAY_CHANGE = {"log_every", "checkpoint_every", "progress", "max_bad_steps", "precision", "accelerator",
+              "logger"}
 
 
 def read_run_config(out: Path) -> dict:

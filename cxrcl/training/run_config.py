@@ -23,6 +23,7 @@ from cxrcl.errors import CxrclError
 from cxrcl.methods.registry import config_dict, method_config
 from cxrcl.models.backbones import DEFAULT_BACKBONE
 from cxrcl.specs import apply_overrides, check_keys, parse_spec
+from cxrcl.training.loggers import check_logger
 
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "64-true")
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
@@ -52,6 +53,7 @@ class TrainConfig:
     max_bad_steps: int = 5            # consecutive non-finite losses (skipped steps) before stopping
     splits: tuple[str, ...] = ("train",)  # pre-training sees the train split only (EVALUATION.md)
     progress: bool = True
+    logger: str | None = None         # csv or tensorboard: Fabric loggers under RUN/logs (loggers.py)
 
 
 @dataclass
@@ -146,6 +148,7 @@ def validate_train(t: TrainConfig) -> None:
     _whole("log_every", t.log_every, 1)
     _whole("checkpoint_every", t.checkpoint_every, 1)
     _whole("max_bad_steps", t.max_bad_steps, 1)
+    check_logger(t.logger)
     if not t.splits or not all(t.splits):
         raise CxrclError(f"splits={list(t.splits)!r} is not allowed: name at least one split, e.g. train")
 
