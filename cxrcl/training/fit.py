@@ -41,6 +41,7 @@ from cxrcl.models.sync_norm import convert_batchnorm, has_batchnorm
 from cxrcl.training.batches import BatchStream, step_generator
 from cxrcl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from cxrcl.training.interrupts import stop_on_signals
+from cxrcl.training.loggers import loggable, make_loggers
 from cxrcl.training.optim import param_groups, warmup_cosine
 from cxrcl.training.resume import read_run_config, reconcile_resume
 from cxrcl.training.run_config import RunConfig, TrainConfig, resolve_run_config, resolved_precision
@@ -60,7 +61,7 @@ def check_launch(train: TrainConfig) -> None:
         raise CxrclError(f"precision {train.precision} needs a GPU; on CPU use 32-true or bf16-mixed")
 
 
-def make_fabric(train: TrainConfig):
+def make_fabric(train: TrainConfig, loggers: list | None = None):
     from lightning.fabric import Fabric
 
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun (and SLURM via Fabric)
@@ -85,7 +86,7 @@ def make_fabric(train: TrainConfig):
         timeout = float(os.environ.get("CXRCL_DDP_TIMEOUT_S", "300"))
         strategy = DDPStrategy(timeout=timedelta(seconds=timeout))
     fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                    strategy=strategy, precision=resolved_precision(train))
+                    strategy=strategy, precision=resolved_precision(train), loggers=loggers)
     fabric.launch()
     return fabric
 
@@ -138,7 +139,7 @@ def pretrain(method: str, data: str | Path, out: str | Path, *, backbone: str | 
     return _fit(run, dataset, model, out, resume=resume, stop_after=stop_after)
 
 
-RUN_FILES = {"config.yaml", "metrics.jsonl", "environment.json", "summary.json", "checkpoints"}
+RUN_FILES = {"config.yaml", "metrics.jsonl", "environment.json", "summary.json", "checkpoints", "logs"}
 
 
 def _only_run_files(out: Path) -> bool:
@@ -185,7 +186,7 @@ def _fit(run: RunConfig, dataset: PreparedDataset, model: Method, out: Path, res
     from tqdm import tqdm
 
     train = run.train
-    fabric = make_fabric(train)
+    fabric = make_fabric(train, make_loggers(train.logger, out))  # --logger (training/loggers.py)
     fabric.seed_everything(train.seed, verbose=False)
     rows = dataset.indices(list(train.splits))
     stream = BatchStream(dataset.images, rows, train.batch_size, train.seed,
@@ -271,6 +272,7 @@ def _fit(run: RunConfig, dataset: PreparedDataset, model: Method, out: Path, res
                     if metrics:
                         metrics.write(json.dumps(record) + "\n")
                         metrics.flush()
+                    fabric.log_dict(loggable(record), step=done)
                     bar.set_postfix(loss=f"{loss_value:.4f}")
                     t_log, n_log = now, 0
                 if done % train.checkpoint_every == 0 or done == end:
@@ -287,6 +289,8 @@ def _fit(run: RunConfig, dataset: PreparedDataset, model: Method, out: Path, res
         bar.close()
         if metrics:
             metrics.close()
+        for logger in fabric.loggers:
+            logger.finalize("success")
     if stopped_by and last_saved != done:
         _checkpoint(fabric, raw_model, raw_optimizer, scheduler, out, done)
         last_saved = done
