@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--log-every", type=int)
     pt.add_argument("--checkpoint-every", type=int)
     pt.add_argument("--no-progress", action="store_true")
+    pt.add_argument("--logger", choices=["csv", "tensorboard"],
+                    help="also log metrics through Fabric's CSV or TensorBoard logger (RUN/logs)")
 
     ev = sub.add_parser("eval", help="evaluate an encoder (linear probe, kNN)")
     ev.add_argument("task", choices=["linear", "knn", "zeroshot", "retrieval", "finetune"])
@@ -304,7 +306,7 @@ def cmd_pretrain(args) -> int:
                  "seed": args.seed, "devices": args.devices, "num_nodes": args.num_nodes,
                  "precision": args.precision, "log_every": args.log_every,
                  "checkpoint_every": args.checkpoint_every, "accelerator": args.accelerator,
-                 "max_bad_steps": args.max_bad_steps,
+                 "max_bad_steps": args.max_bad_steps, "logger": args.logger,
                  "splits": tuple(args.splits.split(",")) if args.splits else None}
     if args.no_progress:
         overrides["progress"] = False
