@@ -13,6 +13,7 @@ from cxrcl.methods.maco import MaCo
 from cxrcl.methods.mae import MAE
 from cxrcl.methods.mocov3 import MoCoV3
 from cxrcl.methods.simclr import SimCLR
+from cxrcl.methods.sista import SISTA
 from cxrcl.methods.sparsecontrast import SparseContrast
 from cxrcl.methods.spcl import SPCL
 from cxrcl.models.backbones import DEFAULT_BACKBONE, TokenBackbone, create_backbone
@@ -20,6 +21,7 @@ from cxrcl.specs import apply_overrides, parse_spec
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (SPCL, SimCLR, SparseContrast, CoMCL, MoCoV3, DINO)}
 METHODS[CLIP.name] = CLIP
+METHODS[SISTA.name] = SISTA
 METHODS[MAE.name] = MAE
 METHODS[MaCo.name] = MaCo
 
