@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -221,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         print("cxrcl: interrupted (pre-training resumes with --resume; data prepare resumes when the "
               "same command is run again)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`cxrcl data info X | head`): stop quietly, like
+        # other Unix tools; point stdout at devnull so the interpreter's final flush is silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 # ----------------------------------------------------------------------------- commands

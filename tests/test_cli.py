@@ -137,3 +137,13 @@ def test_real_pneumoniamnist_end_to_end(tmp_path, capsys):
                        "--fractions", "0.1,1.0", "--seeds", "1", "--out", tmp_path / f"{name}.json")[0] == 0
     spcl = json.loads((tmp_path / "spcl.json").read_text())["summary"]["1.0"]["auroc_mean"]
     assert spcl > 0.6  # a real signal even after 30 steps (the pixel floor reaches ~0.93)
+
+
+def test_a_closed_pipe_ends_quietly(tiny_ds):
+    """`cxrcl data info X | head`: the reader goes away; no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "cxrcl", "data", "info", str(tiny_ds.root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141)  # 0 when the output fit the pipe before it closed
+    assert "Traceback" not in err and "BrokenPipe" not in err
