@@ -39,10 +39,23 @@ def check_keys(what: str, given: Iterable[str], valid: Iterable[str]) -> None:
                          f"valid keys: {', '.join(valid)}")
 
 
+def _number(text: str) -> Any:
+    """A YAML scalar, with the numbers YAML 1.1 leaves as text (``1e-3``, ``inf``) read as floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _coerce(value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is tuple and isinstance(value, str):
-        return tuple(yaml.safe_load(v) for v in value.split(","))
+        return tuple(_number(v) for v in value.split(","))
+    if annotation is float and isinstance(value, str):
+        return _number(value)
     if origin is tuple and isinstance(value, list):
         return tuple(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
