@@ -1,0 +1,64 @@
+"""CLIP / ConVIRT: empty reports skipped with a count, the loss falls on the phantom via the CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cxrcl.cli import main
+from cxrcl.data.normalize import to_model_input
+from cxrcl.data.phantom import make_phantom
+from cxrcl.data.prepared import PreparedDataset
+from cxrcl.losses.info_nce import info_nce
+from cxrcl.methods.registry import build_method
+from tests.conftest import TINY_VIT
+
+FAST = "text_trainable_layers=0:text_max_length=64"
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return make_phantom(tmp_path_factory.mktemp("ph") / "phantom", n=96, size=64)
+
+
+def test_empty_reports_are_skipped_and_counted(phantom, caplog):
+    torch.manual_seed(0)
+    m = build_method(f"clip:{FAST}", TINY_VIT, 32).eval()
+    ds = PreparedDataset(root=phantom.root / "empty-view", images=phantom.images,
+                         meta=phantom.meta.copy(), info=phantom.info)
+    ds.meta.loc[[1, 4], "report"] = ""
+    rows = np.arange(6)
+    m.set_batch_rows(rows, ds)
+    x = to_model_input(ds.images[rows], 32)
+    with caplog.at_level("WARNING"):
+        out = m.training_step(x, torch.Generator())
+    assert "2 of 96 rows have an empty 'report'" in caplog.text
+    assert float(out["reports"]) == pytest.approx(4 / 6)
+    keep = [0, 2, 3, 5]
+    with torch.no_grad():
+        zi = m.encode_image(x[keep])
+        zt = m.encode_text(m.batch_reports(6)[0])[keep]
+    torch.testing.assert_close(out["loss"].detach(), info_nce(zi, zt, m.temperature.detach()))
+
+
+def test_every_report_empty_is_one_error(phantom):
+    m = build_method(f"clip:{FAST}", TINY_VIT, 32)
+    meta = phantom.meta.copy()
+    meta["report"] = pd.Series([""] * len(meta))
+    ds = PreparedDataset(root=phantom.root / "all-empty", images=phantom.images, meta=meta, info=phantom.info)
+    m.set_batch_rows(np.arange(4), ds)
+    with pytest.raises(Exception, match="every 'report' of .* is empty"):
+        m.training_step(torch.randn(4, 1, 32, 32), torch.Generator())
+
+
+@pytest.mark.slow
+def test_cli_loss_falls_on_the_phantom(phantom, tmp_path):
+    run = tmp_path / "run"
+    code = main(["pretrain", f"clip:{FAST}", "--data", str(phantom.root), "--out", str(run),
+                 "--backbone", TINY_VIT, "--image-size", "32", "--steps", "40", "--batch-size", "16",
+                 "--lr", "0.001", "--log-every", "1", "--no-progress"])
+    assert code == 0
+    losses = [json.loads(line)["loss"] for line in open(run / "metrics.jsonl")]
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
