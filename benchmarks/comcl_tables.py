@@ -3,7 +3,7 @@
 Reads ``benchmarks/results/comcl/{SET}_{NAME}_L{LEVEL}.json`` (``cxrcl eval linear`` outputs)
 and writes ``{SET}_robustness.json``: per encoder and label fraction, the test AUROC (mean and
 std over the 3 label-sample seeds) on clean images (level 0) and at levels 1-3, and the drop
-clean - degraded; plus the first and last logged pre-training loss of each run.
+clean - degraded; the clean val AUROC at 100 % labels (for choosing variants); plus the first and last logged pre-training loss of each run.
 
 Usage: python benchmarks/comcl_tables.py phantom
 """
@@ -35,6 +35,12 @@ def summarise(name: str) -> dict:
             for key in [k for k in levels if k != "L0"]:
                 levels[key]["drop"] = clean - levels[key]["auroc_mean"]
         entry = {"auroc": rows}
+        # variant choice: clean val AUROC at 100 % labels (the C chosen on val), never test
+        val = [sum(r["val_auroc_per_label"].values()) / len(r["val_auroc_per_label"])
+               for r in json.loads((RESULTS / f"{name}_{enc}_L0.json").read_text())["results"]
+               if float(r["fraction"]) == 1.0 and r.get("val_auroc_per_label")]
+        if val:
+            entry["val_auroc_clean_100"] = sum(val) / len(val)
         metrics = RESULTS / f"{name}_{enc}_metrics.jsonl"
         if metrics.exists():
             losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines() if line]
@@ -66,6 +72,9 @@ if __name__ == "__main__":
     for frac in ("0.1", "1.0"):
         print(f"\n{name}, {float(frac):.0%} labels (test AUROC, mean ± std over 3 label seeds)\n")
         print(table(s, frac))
+    print("\nclean val AUROC at 100 % labels (for choosing variants): "
+          + ", ".join(f"{enc} {e['val_auroc_clean_100']:.3f}" for enc, e in s["encoders"].items()
+                      if "val_auroc_clean_100" in e))
     for enc, e in s["encoders"].items():
         if "loss_first10_last10_mean" in e:
             a, b = e["loss_first10_last10_mean"]

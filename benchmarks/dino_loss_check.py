@@ -33,7 +33,10 @@ VARIANTS = {
     "lr2e-3_150": ("dino", 150, ["--lr", "0.002"]),
     "tt0.02_150": ("dino:teacher_temp=0.02,0.02", 150, []),
     "k256_150": ("dino:num_prototypes=256", 150, []),
-    "default500": ("dino", 500, []),
+    # DINO's linear scaling rule, lr = 5e-4 * batch / 256: 6.25e-5 at batch 32 (the loop's default
+    # 5e-4 is 8x that)
+    "lr6e-5_150": ("dino", 150, ["--lr", "6.25e-5"]),
+    "lr6e-5_tt0.02_150": ("dino:teacher_temp=0.02,0.02", 150, ["--lr", "6.25e-5"]),
 }
 
 

@@ -4,6 +4,7 @@
 # (64 tokens, pruned after block 2 of 12) and ResNet-18 at 128 px (pruned after layer1: 8 of the
 # 16 8x8-cell windows go on through layer2-4), batch 32, on 256 phantom images.
 # Usage: bash benchmarks/sparsecontrast_speed.sh [WORK_DIR]      (~10 min on 2 CPU cores)
+# The ResNet-18 rerun: BACKBONES=resnet18 SUFFIX=_rerun VIT_RERUN=0 bash benchmarks/sparsecontrast_speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -11,14 +12,14 @@ WORK=${1:-.bench-data/sc}
 OUT=benchmarks/results/sparsecontrast
 mkdir -p "$WORK" "$OUT"
 [ -f "$WORK/phantom128/dataset.json" ] || "$CXRCL" data phantom "$WORK/phantom128" --n 256 --size 128
-for bb in vit_tiny_patch16_224 resnet18; do
+for bb in ${BACKBONES:-vit_tiny_patch16_224 resnet18}; do
   "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=1.0" \
     --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone "$bb" \
-    --image-size 128 --batch-size 32 --steps 10 --warmup 2 --no-memory --out "$OUT/speed_${bb}_128.json"
+    --image-size 128 --batch-size 32 --steps 10 --warmup 2 --no-memory --out "$OUT/speed_${bb}_128${SUFFIX:-}.json"
 done
 # a second ViT run with 20 timed rounds (the first one's step times had an IQR of ~1.6 s on a
 # shared machine; both are reported)
-"$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=1.0" \
+[ "${VIT_RERUN:-1}" = 1 ] && "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=1.0" \
   --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
   --image-size 128 --batch-size 32 --steps 20 --warmup 2 --no-memory \
   --out "$OUT/speed_vit_tiny_patch16_224_128_rerun20.json"

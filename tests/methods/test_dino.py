@@ -1,5 +1,7 @@
 """DINO: teacher = EMA of the student, centre and teacher temperature, teacher as the encoder."""
 
+import math
+
 import pytest
 import torch
 
@@ -50,3 +52,19 @@ def test_local_crops_add_student_views_and_loss_is_finite():
     m = dino("dino:local_crops=0")
     out = m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+
+
+def test_collapse_diagnostics_read_ln_k_for_a_uniform_teacher_and_zero_for_one_prototype():
+    m = dino("dino:num_prototypes=64")
+    uniform = m.teacher_entropies(torch.zeros(6, 64), 0.04)
+    assert float(uniform["teacher_entropy"]) == pytest.approx(math.log(64), abs=1e-5)
+    assert float(uniform["teacher_batch_entropy"]) == pytest.approx(math.log(64), abs=1e-5)
+    one = torch.zeros(6, 64)
+    one[:, 3] = 10.0  # every image on prototype 3, sharply
+    collapsed = m.teacher_entropies(one, 0.04)
+    assert float(collapsed["teacher_entropy"]) < 1e-3 and float(collapsed["teacher_batch_entropy"]) < 1e-3
+    spread = torch.zeros(64, 64)
+    spread[torch.arange(64), torch.arange(64)] = 10.0  # each image sharply on its own prototype
+    healthy = m.teacher_entropies(spread, 0.04)
+    assert float(healthy["teacher_entropy"]) < 1e-3
+    assert float(healthy["teacher_batch_entropy"]) == pytest.approx(math.log(64), abs=1e-3)
