@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also log metrics through Fabric's CSV or TensorBoard logger (RUN/logs)")
 
     ev = sub.add_parser("eval", help="evaluate an encoder (linear probe, kNN)")
-    ev.add_argument("task", choices=["linear", "knn", "zeroshot", "retrieval", "finetune"])
+    ev.add_argument("task", choices=["linear", "knn", "zeroshot", "retrieval", "finetune", "segment"])
     ev.add_argument("--run", required=True, help="run directory, random:BACKBONE, or pixels")
     ev.add_argument("--data", required=True)
     ev.add_argument("--label", help="NAME[,NAME...] or all (every task but retrieval)")
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="zeroshot/retrieval: leave out rows whose COLUMN is non-empty "
                          "(e.g. covid_chestxray_match: copies of another set's images)")
     ev.add_argument("--k", default="1,5,10", help="retrieval: comma list of K for Recall@K")
+    ev.add_argument("--finetune", action="store_true", help="segment: train the encoder too (default frozen)")
+    ev.add_argument("--head-steps", type=int, default=300, help="segment: decoder training steps (early-stopped on val)")
 
     be = sub.add_parser("bench", help="efficiency of several methods, side by side in one process")
     be.add_argument("--methods", required=True, help="comma list of method specs")
@@ -341,6 +343,16 @@ def cmd_eval(args) -> int:
         from cxrcl.evaluation.image_text_cli import run_image_text_eval
 
         return run_image_text_eval(args)
+    if args.task == "segment":
+        from cxrcl.evaluation.segment import evaluate_segment
+
+        result = evaluate_segment(args.run, args.data, args.out, fractions=args.fractions, seeds=args.seeds,
+                                  image_size=args.image_size, finetune=args.finetune, steps=args.head_steps)
+        for frac, s in result["summary"].items():
+            print(f"segment {result['run']}: {float(frac):g} of masks -> Dice {s['dice_mean']:.3f} ± "
+                  f"{s['dice_std']:.3f} ({s['n_seeds']} seeds)")
+        print(f"wrote {args.out}")
+        return 0
     if not args.label:
         raise CxrclError(f"cxrcl eval {args.task} needs --label NAME[,NAME...] or --label all")
     from cxrcl.evaluation.protocol import evaluate
