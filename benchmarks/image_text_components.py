@@ -70,6 +70,7 @@ def components(spec: str, backbone: str, image_size: int, x: torch.Tensor, rows:
         with FlopCounterMode(display=False) as full:  # the encoder on ALL tokens (CLIP's input)
             cls.encode(m.backbone, all_tokens)
     out = {f"{k}_gflops_per_image": v / b / 1e9 for k, v in flops.items()}
+    out["other_gflops_per_image"] = (total.get_total_flops() - sum(flops.values())) / b / 1e9  # heads, losses, SISTA's similarity pass
     out.update(total_gflops_per_image=total.get_total_flops() / b / 1e9,
                encoder_passes=len(tokens), patch_tokens_per_pass=tokens, patch_tokens_of_image=n,
                all_tokens_image_encoder_gflops_per_image=full.get_total_flops() / b / 1e9)
