@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--warmup", type=int, default=2)
     be.add_argument("--reference", help="method the ratios are against (default simclr)")
     be.add_argument("--no-memory", action="store_true", help="skip the per-method peak-memory processes")
+    be.add_argument("--precision", default="auto", choices=["32-true", "bf16-mixed", "auto"],
+                    help="auto: bf16-mixed where bf16 matmul is faster and a fp32/bf16 loss check agrees")
 
     rp = sub.add_parser("report", help="eval/bench JSON and runs -> markdown tables + plots")
     rp.add_argument("inputs", nargs="+")
@@ -379,7 +381,7 @@ def cmd_bench(args) -> int:
     for m in methods:
         method_config(m)  # unknown names fail before any timing
     result = benchmark(methods, args.data, args.backbone, args.image_size, args.batch_size, args.steps,
-                       args.warmup, measure_memory=not args.no_memory, reference=args.reference,
+                       args.warmup, measure_memory=not args.no_memory, reference=args.reference, precision=args.precision,
                        progress=lambda s: print(s, file=sys.stderr))
     save_json(result, args.out)
     ref = result["ratios_vs"]
@@ -387,7 +389,8 @@ def cmd_bench(args) -> int:
         ratio = result["ratios"][name]
         print(f"{name:>16}: train {r['train_images_per_s']:.1f} img/s ({ratio['train_images_per_s']:.2f}x {ref}), "
               f"forward {r['gflops_per_image']:.3f} GFLOPs/img ({ratio['gflops_per_image']:.2f}x), "
-              f"infer {r['infer_images_per_s']:.1f} img/s")
+              f"infer {r['infer_images_per_s']:.1f} img/s, {r['achieved_fraction_of_peak']:.2f} of the "
+              f"measured {r['precision']} matmul peak")
     print(f"wrote {args.out}")
     return 0
 
