@@ -119,7 +119,7 @@ def test_bad_settings_are_refused():
 def test_cli_loss_falls_on_the_phantom(phantom, tmp_path):
     run = tmp_path / "run"
     code = main(["pretrain", f"sista:{FAST}", "--data", str(phantom.root), "--out", str(run),
-                 "--backbone", TINY_VIT, "--image-size", "32", "--steps", "40", "--batch-size", "16",
+                 "--backbone", TINY_VIT, "--image-size", "32", "--steps", "24", "--batch-size", "12",
                  "--lr", "0.001", "--log-every", "1", "--no-progress"])
     assert code == 0
     logs = [json.loads(line) for line in open(run / "metrics.jsonl")]
