@@ -15,7 +15,8 @@ Our choices (the paper-free part):
   [D, H/p, W/p]; a CNN gives the output of each of its stages.
 - Head ("light decoder", written here, ~0.1 M parameters): 1x1 lateral convs to 64 channels,
   resampled to the finest level and summed (UPerNet/FPN-style fusion without the PPM), then one
-  (2x upsample, 3x3 conv, GroupNorm, ReLU) stage per factor 2 up to the input size, a 1x1 conv
+  (2x upsample, 3x3 conv, GroupNorm, ReLU) stage per factor 2 up to the input size, channels
+  halving per stage down to 16 (so the full-resolution convs stay cheap on a CPU), a 1x1 conv
   to one logit, bilinear to the mask size. No skip from the raw image: the decoder sees only the
   encoder's features, so Dice measures them (UNETR's image skip would let an untrained encoder
   segment lungs from pixels alone).
@@ -88,14 +89,15 @@ class SegmentationHead(nn.Module):
     def __init__(self, channels: Sequence[int], finest: int, image_size: int, width: int = HEAD_CHANNELS):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
-        ups, size = [], finest
-        while size * 2 <= image_size:
+        ups, size, c = [], finest, width
+        while size * 2 <= image_size:  # channels halve as the map doubles (down to 16)
+            c_out = max(c // 2, 16)
             ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                     nn.Conv2d(width, width, 3, padding=1, bias=False),
-                                     nn.GroupNorm(8, width), nn.ReLU(inplace=True)))
-            size *= 2
+                                     nn.Conv2d(c, c_out, 3, padding=1, bias=False),
+                                     nn.GroupNorm(8, c_out), nn.ReLU(inplace=True)))
+            size, c = size * 2, c_out
         self.up = nn.Sequential(*ups)
-        self.out = nn.Conv2d(width, 1, 1)
+        self.out = nn.Conv2d(c, 1, 1)
 
     def forward(self, levels: Sequence[torch.Tensor], out_size: int) -> torch.Tensor:
         size = max(t.shape[-1] for t in levels)
@@ -311,7 +313,7 @@ def segmentation_probe(ds: PreparedDataset | str | os.PathLike, backbone: TokenB
         "protocol": {
             "decoder": f"cxrcl.evaluation.segment.SegmentationHead ({n_head} parameters): 1x1 laterals "
                        f"of levels {probe.channels} -> {HEAD_CHANNELS} ch, fused at {probe.finest}x{probe.finest}, "
-                       "2x upsample+conv+GroupNorm+ReLU stages, 1x1 -> logit",
+                       "2x upsample+conv+GroupNorm+ReLU stages (channels halving to 16), 1x1 -> logit",
             "encoder": "fine-tuned (lr 1e-4)" if finetune else "frozen",
             "train": f"AdamW lr 1e-3 wd 1e-4, batch {batch_size}, up to {steps} steps, BCE + soft Dice",
             "early_stopping": f"pooled val Dice every {eval_every} steps, patience {patience}, best state kept; "
