@@ -92,3 +92,45 @@ def test_a_data_set_without_reports_is_one_error(clip, tiny_ds):
     clip.set_batch_rows(np.arange(4), tiny_ds)
     with pytest.raises(CxrclError, match="has no 'report' text column.*image-only method"):
         clip.training_step(torch.randn(4, 1, 32, 32), torch.Generator())
+
+
+def _ddp_worker(rank, world, port, a, b, valid, targets, w, out):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    n = a.shape[0] // world
+    sl = slice(rank * n, (rank + 1) * n)
+    al, bl = a[sl].clone().requires_grad_(True), b[sl].clone().requires_grad_(True)
+    wl = w[sl].clone().requires_grad_(True)
+    loss = image_text_nce(al, bl, 0.1, valid=valid[sl], targets=targets[sl], image_weight=wl)
+    loss.backward()  # DDP averages gradients over ranks: do the same by hand
+    out[rank] = {"loss": loss.item(), "ga": al.grad / world, "gb": bl.grad / world, "gw": wl.grad / world}
+    dist.destroy_process_group()
+
+
+def test_two_processes_equal_one_process_with_skipped_pairs_targets_and_weights():
+    """Ranks with different numbers of valid pairs still give the gradient of the whole batch."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    valid = torch.tensor([True, False, False, True, True, True, True, True])  # 2 vs 4 valid
+    targets = torch.eye(8)
+    targets[3, [3, 6]] = 0.5  # a soft positive across ranks
+    w = torch.rand(8, generator=g) + 0.5
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, a, b, valid, targets, w, out), nprocs=2, join=True)
+    aa, bb, ww = (t.clone().requires_grad_(True) for t in (a, b, w))
+    full = image_text_nce(aa, bb, 0.1, valid=valid, targets=targets, image_weight=ww)
+    full.backward()
+    assert abs((out[0]["loss"] + out[1]["loss"]) / 2 - full.item()) < 1e-5
+    for key, ref in (("ga", aa.grad), ("gb", bb.grad), ("gw", ww.grad)):
+        torch.testing.assert_close(torch.cat([out[0][key], out[1][key]]), ref, atol=1e-6, rtol=1e-5)
