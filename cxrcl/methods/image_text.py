@@ -86,8 +86,13 @@ def _text_layers(model: nn.Module) -> tuple[nn.Module | None, list[nn.Module]]:
 
 
 def freeze_text_layers(model: nn.Module, trainable: int) -> None:
-    """Freeze all but the top ``trainable`` transformer layers (-1: train everything)."""
+    """Freeze all but the top ``trainable`` transformer layers (-1: train everything). A BERT
+    pooler is always frozen: the pooling is ours, and a trainable parameter without a gradient
+    stops DDP."""
+    pooler = getattr(model, "pooler", None)
     if trainable < 0:
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
         return
     for p in model.parameters():
         p.requires_grad_(False)

@@ -86,6 +86,10 @@ def test_text_layers_frozen_as_configured():
                    if not n.startswith("encoder.layer."))
     frozen = build_method("clip:text_trainable_layers=0", TINY_VIT, 32)
     assert not any(p.requires_grad for p in frozen.text.model.parameters())
+    everything = build_method("clip:text_trainable_layers=-1", TINY_VIT, 32)
+    grads = {n: p.requires_grad for n, p in everything.text.model.named_parameters()}
+    # all but the unused BERT pooler (a trainable parameter without a gradient stops DDP)
+    assert all(v != n.startswith("pooler.") for n, v in grads.items())
 
 
 def test_a_data_set_without_reports_is_one_error(clip, tiny_ds):
