@@ -13,6 +13,8 @@
 # result is written next to the test one (*_val_*.json) and benchmarks/image_text_tables.py
 # picks on val only.
 # Usage (each part is one heavy job of a few minutes on 2 CPU cores):
+# (PARTS="phantom0 covid pairing phantom1 phantom2" runs seed 0 first; the script resumes where a
+#  timeout stopped it, so the same command can simply be repeated)
 #   PARTS=phantom flock /tmp/cxrcl-heavy.lock bash benchmarks/image_text_eval.sh [WORK_DIR]
 #   PARTS=covid   flock /tmp/cxrcl-heavy.lock bash benchmarks/image_text_eval.sh [WORK_DIR]
 #   PARTS=pairing flock /tmp/cxrcl-heavy.lock bash benchmarks/image_text_eval.sh [WORK_DIR]
@@ -23,7 +25,7 @@ CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
 WORK=${1:-.bench-data/image_text}
 mkdir -p "$WORK/runs" "$WORK/configs"
 WORK=$(cd "$WORK" && pwd)   # absolute: the runs' config.yaml names the text tower by path
-OUT=benchmarks/results/image_text/eval
+OUT=${OUT:-benchmarks/results/image_text/eval}
 SHARED=../shared/data
 PARTS=${PARTS:-phantom covid pairing}
 METHODS=${METHODS:-clip sista maco}
@@ -42,7 +44,8 @@ mkdir -p "$OUT"
 # forward pass alone costs ~3 s per batch of 32 reports here). SISTA's frozen report similarity:
 # the labeller's finding vectors (similarity=labels), for the same reason.
 BPE=$WORK/bpe_openi
-[ -f "$BPE/text_pretrain.json" ] || "$CXRCL" text pretrain --reports "$SHARED/openi_reports" --out "$BPE" --seed 0
+[ -f "$BPE/text_pretrain.json" ] || "$CXRCL" text pretrain --reports "$SHARED/openi_reports" --out "$BPE" --seed 0 \
+  --steps "${BPE_STEPS:-300}"
 cp "$BPE/text_pretrain.json" "$OUT/bpe_openi_text_pretrain.json"
 for m in $METHODS; do
   { echo "method_config:"
@@ -60,17 +63,25 @@ pretrain() {  # METHOD DATA RUN STEPS SEED
     --steps "$4" --seed "$5" --batch-size "$BATCH" --no-progress $resume
   cp "$3/summary.json" "$OUT/$(basename "$3")_summary.json"
 }
-ev() {  # OUT_JSON TASK ARGS... (skipped when the JSON exists: the script resumes)
+EVALS=$WORK/evals.txt
+: > "$EVALS"
+ev() {  # OUT_JSON TASK ARGS...: queued for flush (skipped when the JSON exists: the script resumes)
   local out=$1; shift
-  [ -f "$out" ] || "$CXRCL" eval "$@" --out "$out"
+  [ -f "$out" ] || printf '%q ' eval "$@" --out "$out" >> "$EVALS"
+  [ -f "$out" ] || echo >> "$EVALS"
+}
+flush() {  # the queued `cxrcl eval` lines, in one process (benchmarks/cli_batch.py)
+  if [ -s "$EVALS" ]; then .venv/bin/python benchmarks/cli_batch.py "$EVALS"; fi
+  : > "$EVALS"
 }
 
 for part in $PARTS; do
   case $part in
-  phantom)
+  phantom*)  # phantom = every seed of $SEEDS; phantom1 = seed 1 only
     DATA=$WORK/phantom64
     [ -f "$DATA/dataset.json" ] || "$CXRCL" data phantom "$DATA" --n 1024 --size 64 --seed 0
-    for seed in $SEEDS; do
+    seeds=${part#phantom}
+    for seed in ${seeds:-$SEEDS}; do
       for m in $METHODS; do
         run=$WORK/runs/phantom_${m}_s$seed
         pretrain "$m" "$DATA" "$run" "$STEPS_PHANTOM" "$seed"
@@ -81,6 +92,7 @@ for part in $PARTS; do
           done
         done
         ev "$OUT/phantom_${m}_s${seed}_test_retrieval.json" retrieval --run "$run" --data "$DATA"
+        flush
       done
     done ;;
   covid)
@@ -100,6 +112,7 @@ for part in $PARTS; do
             --label covid19 --scoring $scoring --split $split --exclude-nonempty covid_chestxray_match
         done
       done
+      flush
     done ;;
   pairing)
     RAD=$WORK/covid_radiography64
@@ -121,6 +134,7 @@ for part in $PARTS; do
         done
       done
       ev "$OUT/pairing_${m}_s0_test_retrieval.json" retrieval --run "$run" --data "$PAIRED"
+      flush
     done ;;
   bpe) ;;  # the text tower only (made above)
   *) echo "unknown part $part (bpe, phantom, covid, pairing)"; exit 2 ;;

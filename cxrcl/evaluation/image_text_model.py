@@ -68,7 +68,8 @@ class ImageTextModel:
         s = getattr(self.model, "logit_scale", None)
         if s is None:
             return 1.0
-        v = float(s() if callable(s) and not isinstance(s, torch.Tensor) else s)
+        s = s() if callable(s) and not isinstance(s, torch.Tensor) else s
+        v = float(s.detach()) if isinstance(s, torch.Tensor) else float(s)
         return math.exp(v) if getattr(self.model, "logit_scale_is_log", False) else v
 
     @torch.no_grad()
