@@ -7,7 +7,9 @@ code fixes the details we follow: FaNe (arXiv 2511.12215).
 
 Instance level (ours after FaNe): ``S`` = cosine of the reports' embeddings from a FROZEN text
 model (``similarity``: ``encoder:NAME`` with any :mod:`cxrcl.text.encoders` name, default
-``encoder:minilm``; or ``labels``, the rule labeller's finding vectors), normalised as
+``encoder:minilm``; ``labels``, the rule labeller's finding vectors of the report; or ``columns``,
+the data set's own label columns where it has them: 1 positive, 0.5 uncertain (-1), 0 negative or
+unknown, plus a "no finding" entry so that two normal images match), normalised as
 ``S' = (S - o) / (1 - o)`` with ``o`` a running mean (EMA, ``similarity_momentum``, bias-corrected)
 of the mean off-diagonal similarity of the (gathered) batch; FaNe keeps ``o`` per report, we keep
 one scalar in a registered buffer, so it is checkpointed and a resume is exact. Pairs with
@@ -112,8 +114,8 @@ class SISTA(ImageTextMethod):
         for key in ("similarity_temperature", "local_temperature"):
             if getattr(c, key) <= 0:
                 raise ValueError(f"{key} must be > 0")
-        if c.similarity != "labels" and not c.similarity.startswith("encoder:"):
-            raise ValueError(f"similarity must be 'labels' or 'encoder:NAME', got {c.similarity!r}")
+        if c.similarity not in ("labels", "columns") and not c.similarity.startswith("encoder:"):
+            raise ValueError(f"similarity must be 'labels', 'columns' or 'encoder:NAME', got {c.similarity!r}")
         d, dv, dt = c.local_dim, backbone.dim, self.text.dim
         self.word_q = nn.Linear(dt, d)
         self.patch_k = nn.Linear(dv, d)
@@ -123,7 +125,8 @@ class SISTA(ImageTextMethod):
         self.gate_out = nn.Linear(c.gate_hidden, 1)
         self.register_buffer("sim_ema", torch.zeros(()))
         self.register_buffer("sim_updates", torch.zeros((), dtype=torch.long))
-        self.similarity = _FrozenSimilarity(c.similarity, c.text_max_length)
+        self.similarity = None if c.similarity == "columns" else _FrozenSimilarity(c.similarity,
+                                                                                   c.text_max_length)
 
     # ------------------------------------------------------------------ instance level
     def running_mean(self, s_all: torch.Tensor, valid_all: torch.Tensor) -> torch.Tensor:
@@ -145,7 +148,8 @@ class SISTA(ImageTextMethod):
         c = self.config
         n = len(texts)
         with torch.no_grad():
-            e = self.similarity(texts, valid.device)
+            e = self.column_vectors(n, valid.device) if self.similarity is None else \
+                self.similarity(texts, valid.device)
             e_all = gather_with_grad(e)
             valid_all = gather_with_grad(valid.float()).bool()
             offset = _rank() * n if e_all.shape[0] != n else 0
@@ -155,6 +159,20 @@ class SISTA(ImageTextMethod):
             own[torch.arange(n, device=s.device), torch.arange(n, device=s.device) + offset] = True
             positives = ((s >= c.similarity_threshold) & valid_all[None, :] & valid[:, None]) | own
         return s, positives, own
+
+    def column_vectors(self, n: int, device) -> torch.Tensor:
+        """Normalised label vectors [n, L + 1] of the batch rows from the data set's label columns."""
+        ds = self.dataset
+        if ds is None or self.batch_rows is None or not ds.label_names:
+            where = ds.root if ds is not None else "the data set"
+            raise CxrclError(f"sista similarity=columns needs label columns, and {where} has none: use "
+                             "similarity=labels (from the reports) or encoder:minilm")
+        lab = torch.from_numpy(ds.labels(ds.label_names, self.batch_rows)).float()
+        vec = torch.where(lab == 1, 1.0, torch.where(lab == -1, 0.5, 0.0))
+        vec = torch.cat([vec, (vec.amax(1, keepdim=True) < 1).float()], 1)
+        if vec.shape[0] != n:
+            raise ValueError(f"{vec.shape[0]} label rows for a batch of {n}")
+        return F.normalize(vec, dim=-1).to(device)
 
     def instance_loss(self, zi, zt, texts, valid) -> tuple[torch.Tensor, dict]:
         c = self.config

@@ -12,6 +12,7 @@ from cxrcl.data.normalize import to_model_input
 from cxrcl.data.phantom import make_phantom
 from cxrcl.errors import CxrclError
 from cxrcl.methods.registry import build_method
+from cxrcl.text.similarity import label_vectors
 from cxrcl.training.checkpoint import model_file
 from cxrcl.training.fit import pretrain
 from tests.conftest import TINY_VIT
@@ -75,8 +76,7 @@ def test_soft_targets_and_removal_follow_the_normalised_similarity():
     assert m.sim_updates.item() == 1 and 0 < o < 1
     torch.testing.assert_close(s.diagonal(), torch.ones(4))
     # the EMA is bias-corrected: after one batch o is that batch's mean off-diagonal similarity
-    e = torch.nn.functional.normalize(torch.from_numpy(
-        __import__("cxrcl.text.similarity", fromlist=["label_vectors"]).label_vectors(texts)), dim=-1)
+    e = torch.nn.functional.normalize(torch.from_numpy(label_vectors(texts)), dim=-1)
     sim = e @ e.T
     assert o == pytest.approx(float(sim[~torch.eye(4, dtype=torch.bool)].mean()), rel=1e-5)
     m.eval()  # eval: the running mean is not updated
@@ -85,6 +85,21 @@ def test_soft_targets_and_removal_follow_the_normalised_similarity():
     # empty reports are never positives of anything
     s, pos, own = m.false_negative_mask(texts, torch.tensor([True, False, True, True]))
     assert not pos[[0, 2, 3], 1].any() and pos[1].tolist() == [False, True, False, False]
+
+
+def test_column_similarity_uses_the_data_sets_labels(phantom, tiny_ds):
+    m = build_method("sista:similarity=columns:similarity_threshold=0.99", TINY_VIT, 32).eval()
+    rows = np.arange(12)
+    m.set_batch_rows(rows, phantom)
+    texts, valid = m.batch_reports(len(rows))
+    s, pos, own = m.false_negative_mask(texts, valid)
+    lab = phantom.labels(phantom.label_names, rows)
+    same = (lab[:, None, :] == lab[None, :, :]).all(-1)
+    assert pos.numpy().tolist() == same.tolist()  # identical label sets, and only those
+    m.set_batch_rows(rows, tiny_ds.__class__(root=tiny_ds.root, images=tiny_ds.images,
+                                             meta=tiny_ds.meta, info={**tiny_ds.info, "label_names": []}))
+    with pytest.raises(CxrclError, match="needs label columns"):
+        m.column_vectors(len(rows), "cpu")
 
 
 def test_gate_reaches_the_configured_density_and_losses_stay_finite(phantom):
