@@ -40,20 +40,28 @@ mkdir -p "$OUT"
 { git rev-parse HEAD; git status --short cxrcl/ | head -20; } > "$OUT/provenance_$(echo $PARTS | tr ' ' '_').txt"
 
 # Text tower (CPU time): the scratch BPE encoder of `cxrcl text pretrain` on the Open-i reports
-# (1.1 M parameters, fine-tuned end to end) instead of the default MiniLM (22 M parameters, whose
+# (1.1 M parameters, fine-tuned end to end) instead of the recipes' MiniLM (22 M parameters, whose
 # forward pass alone costs ~3 s per batch of 32 reports here). SISTA's frozen report similarity:
-# the labeller's finding vectors (similarity=labels), for the same reason.
+# the labeller's finding vectors of the report text (similarity=labels), for the same reason
+# (text only: the data set's label columns, similarity=columns, would put labels into pre-training).
 BPE=$WORK/bpe_openi
 [ -f "$BPE/text_pretrain.json" ] || "$CXRCL" text pretrain --reports "$SHARED/openi_reports" --out "$BPE" --seed 0 \
   --steps "${BPE_STEPS:-300}"
 cp "$BPE/text_pretrain.json" "$OUT/bpe_openi_text_pretrain.json"
+# each method's recipe (configs/methods/METHOD.yaml: lr, weight decay, temperature ...) with the
+# text tower swapped; steps and batch size come from the command line below
 for m in $METHODS; do
-  { echo "method_config:"
-    echo "  text_encoder: bpe:$BPE"
-    echo "  text_trainable_layers: -1"
-    echo "  text_max_length: 128"
-    [ "$m" = sista ] && echo "  similarity: labels"
-    true; } > "$WORK/configs/$m.yaml"
+  .venv/bin/python - "$m" "$BPE" "$WORK/configs/$m.yaml" <<'PY'
+import sys, yaml
+m, bpe, out = sys.argv[1:]
+cfg = yaml.safe_load(open(f"configs/methods/{m}.yaml"))
+mc = cfg.get("method_config") or {}
+mc.update(text_encoder=f"bpe:{bpe}", text_trainable_layers=-1, text_max_length=128)
+if m == "sista":
+    mc["similarity"] = "labels"
+train = {k: v for k, v in (cfg.get("train") or {}).items() if k not in ("epochs", "steps", "batch_size")}
+yaml.safe_dump({"method_config": mc, "train": train}, open(out, "w"), sort_keys=False)
+PY
 done
 
 pretrain() {  # METHOD DATA RUN STEPS SEED
