@@ -24,8 +24,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# make bench BENCH_ARGS=--quick: docs/results.md only, at the smaller budget (~25 min on 2 cores)
+BENCH_ARGS ?=
 bench: $(STAMP)
-	bash benchmarks/run_all.sh
+	bash benchmarks/run_all.sh $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check cxrcl tests benchmarks
