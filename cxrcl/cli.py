@@ -363,8 +363,10 @@ def cmd_eval(args) -> int:
                       seeds=args.seeds, degrade_level=args.degrade_test, image_size=args.image_size,
                       val_labels=args.val_labels, finetune_options=_finetune_options(args))
     for frac, s in result["summary"].items():
+        ci = s.get("auroc_ci") or [None, None]
+        ci_text = f", 95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci[0] is not None else ""
         print(f"{args.task} {result['run']}: {float(frac):g} of labels -> AUROC "
-              f"{s['auroc_mean']:.3f} ± {s['auroc_std']:.3f} ({s['n_seeds']} seeds)")
+              f"{s['auroc_mean']:.3f} ± {s['auroc_std']:.3f} ({s['n_seeds']} seeds{ci_text})")
     print(f"wrote {args.out}")
     return 0
 
