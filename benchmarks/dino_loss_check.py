@@ -37,6 +37,9 @@ VARIANTS = {
     # 5e-4 is 8x that)
     "lr6e-5_150": ("dino", 150, ["--lr", "6.25e-5"]),
     "lr6e-5_tt0.02_150": ("dino:teacher_temp=0.02,0.02", 150, ["--lr", "6.25e-5"]),
+    # a slower centre: DINO's 0.9 at 2 x 1,024 teacher outputs per step averages over ~20k
+    # outputs; at 2 x 32 it averages over ~640, so the centre follows the current batch
+    "cm0.99_150": ("dino:center_momentum=0.99", 150, []),
 }
 
 

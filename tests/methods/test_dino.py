@@ -68,3 +68,26 @@ def test_collapse_diagnostics_read_ln_k_for_a_uniform_teacher_and_zero_for_one_p
     healthy = m.teacher_entropies(spread, 0.04)
     assert float(healthy["teacher_entropy"]) < 1e-3
     assert float(healthy["teacher_batch_entropy"]) == pytest.approx(math.log(64), abs=1e-3)
+
+
+def _toy_losses(center_momentum: float, steps: int = 60) -> list[float]:
+    """DINO on 16 fixed noise images (batch = the set), 2 global crops, 64 prototypes."""
+    m = dino(f"dino:num_prototypes=64:local_crops=0:center_momentum={center_momentum}")
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
+    x = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    losses = []
+    for step in range(steps):
+        m.set_progress(step, steps)
+        loss = m.training_step(x, torch.Generator().manual_seed(step))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_loss_falls_with_a_slow_centre_and_collapses_to_uniform_with_a_fast_one_at_small_batch():
+    slow = _toy_losses(0.99)
+    assert sum(slow[-10:]) / 10 < 0.6 * slow[0]  # learns: about 3.6 -> 1.5
+    fast = _toy_losses(0.9)  # DINO's 0.9 at a batch of 16: the centre follows the batch
+    assert sum(fast[-10:]) / 10 > 0.9 * math.log(64)  # the loss of a uniform teacher
