@@ -52,4 +52,4 @@ def test_val_labels_flag(tiny_ds, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "knn", *base, "--val-labels", "full"]) == 2
     err = capsys.readouterr().err
-    assert "applies to the linear probe only" in err and "Traceback" not in err
+    assert "applies to linear and finetune only" in err and "Traceback" not in err
