@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--degrade-test", type=int, default=0, metavar="LEVEL")
     ev.add_argument("--image-size", type=int, help="encoder input size (default: the run's)")
     ev.add_argument("--val-labels", choices=["matched", "full"],
-                    help="linear: choose C on val labels sampled at the same fraction (matched, "
+                    help="linear (C) and finetune (early stopping): val labels sampled at the same fraction (matched, "
                          "the default) or on all of them (full)")
     ev.add_argument("--max-epochs", type=int, help="finetune: epoch budget (default 20)")
     ev.add_argument("--patience", type=int, help="finetune: stop after N epochs without val gain (default 5)")
