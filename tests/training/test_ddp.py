@@ -89,13 +89,16 @@ def test_torchrun_two_processes_equal_one_process_on_the_concatenated_batch(tiny
 
 
 WORKER = textwrap.dedent("""
-    import os, sys
+    import os, sys, time
     import cxrcl.methods.base as base
     real = base.Method.after_optimizer_step
 
     def announce(self):
         real(self)
-        print("RANK", os.environ.get("RANK"), "PID", os.getpid(), "STEP", self.step + 1, flush=True)
+        # one write per line: both ranks share the pipe, and print() may split a line in two
+        os.write(1, f"RANK {os.environ.get('RANK')} PID {os.getpid()} STEP {self.step + 1}\\n".encode())
+        if os.environ.get("HOLD_RANK1_AT_STEP3") and os.environ.get("RANK") == "1" and self.step + 1 == 3:
+            time.sleep(300)  # hold rank 1 here until the test kills it, so the kill lands mid-run
 
     base.Method.after_optimizer_step = announce
     from cxrcl.cli import main
@@ -111,13 +114,16 @@ def test_a_killed_worker_stops_the_job_and_the_run_resumes(tiny_ds, tmp_path):
             "--steps", "8", "--batch-size", "8", "--log-every", "1", "--checkpoint-every", "2",
             "--no-progress"]
     proc = subprocess.Popen(_torchrun([str(script)], *args), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+                            stderr=subprocess.PIPE, text=True, env={**_env(), "HOLD_RANK1_AT_STEP3": "1"})
     for line in proc.stdout:
         parts = line.split()
         if parts[:1] == ["RANK"] and parts[1] == "1" and parts[5] == "3":
             os.kill(int(parts[3]), signal.SIGKILL)
             killed = time.time()
             break
+    else:
+        proc.wait(timeout=60)
+        pytest.fail("rank 1 never reached step 3: " + proc.stderr.read()[-3000:])
     try:
         _, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
