@@ -33,13 +33,14 @@ case "$MODE" in
            WORK=${WORK:-/tmp/cxrcl-results-dry}; OUT=${OUT:-/tmp/cxrcl-results-dry/out}; DOC=${DOC:-/tmp/cxrcl-results-dry/results.md} ;;
   *) echo "usage: bash benchmarks/results.sh [--quick | --dry]"; exit 2 ;;
 esac
+RUNS_OUT=${OUT}_runs
 [ -d "$SHARED" ] || { echo "needs ../shared/data beside the repository"; exit 1; }
 METHODS=${METHODS:-$($PY -c "from cxrcl.methods.registry import METHODS; print(' '.join(METHODS))")}
 IT_METHODS=$($PY -c "from cxrcl.methods.registry import METHODS; from cxrcl.methods.image_text import ImageTextMethod
 print(' '.join(k for k, v in METHODS.items() if isinstance(v, type) and issubclass(v, ImageTextMethod)))")
 EVAL_TASKS=$("$CXRCL" eval --help | sed -n 's/.*{\(linear[^}]*\)}.*/\1/p' | head -1 | tr ',' ' ')
 T0=$(date +%s)
-mkdir -p "$WORK/runs" "$OUT"
+mkdir -p "$WORK/runs" "$OUT" "$RUNS_OUT"
 NOTES="$OUT/notes.md"
 : > "$NOTES"
 note() { echo "- $*" | tee -a "$NOTES"; }
@@ -87,7 +88,8 @@ for dsspec in "${DATASETS[@]}"; do
     fi
     [ "$ds" = covrad ] && TRAINED+=("$m")
     [ "$ds" = covidcxr ] && is_it "$m" && TRAINED_IT+=("$spec")
-    cp "$run/summary.json" "$OUT/${ds}_${m}_summary.json"
+    mkdir -p "$RUNS_OUT/${ds}_$m"   # the run's record (not its checkpoints), committed with the results
+    cp "$run/summary.json" "$run/metrics.jsonl" "$run/config.yaml" "$RUNS_OUT/${ds}_$m/" 2>/dev/null
     for task in linear knn finetune; do
       has_task $task || continue
       [ $task = finetune ] && [ "$ds" = covrad ] && continue   # 9.5k images x epochs: too long on CPU
@@ -127,15 +129,15 @@ if [ ${#TRAINED_IT[@]} -gt 0 ]; then   # image-text methods need the reports: be
 fi
 T1=$(date +%s)
 printf '{"mode": "%s", "wall_s": %d, "methods": "%s", "steps": {"covrad": %d, "covidcxr": %d, "pmnist": %d}, "seeds": %d, "fractions": "%s", "backbone": "%s", "image_size": %d, "batch_size": %d}\n' \
-  "$MODE" $((T1 - T0)) "$METHODS" "$STEPS_MAIN" "$STEPS_SMALL" "$STEPS_SMALL" "$SEEDS" "$FRACTIONS" "$BACKBONE" $SIZE $BATCH > "$OUT/budget.json"
+  "$MODE" $((T1 - T0)) "$METHODS" "$STEPS_MAIN" "$STEPS_SMALL" "$STEPS_SMALL" "$SEEDS" "$FRACTIONS" "$BACKBONE" $SIZE $BATCH > "${OUT}_budget.json"
 mkdir -p "$(dirname "$DOC")"
-"$CXRCL" report "$OUT" "$WORK"/runs/* --out "$DOC"
+"$CXRCL" report "$OUT" "$RUNS_OUT"/* --out "$DOC"
 {
   echo
   echo "## How this document was made"
   echo
   echo "\`bash benchmarks/results.sh $([ "$MODE" = full ] || echo "$MODE")\` (\`make bench\`): $((T1 - T0)) s of wall time on this machine"
-  echo "($(nproc) CPU cores) for pre-training, evaluation and the bench; budget in \`$OUT/budget.json\`."
+  echo "($(nproc) CPU cores) for pre-training, evaluation and the bench; budget in \`${OUT}_budget.json\`."
   echo "Backbone $BACKBONE at $SIZE px, batch $BATCH; pre-training steps: covid_radiography $STEPS_MAIN,"
   echo "covid_chestxray $STEPS_SMALL, PneumoniaMNIST $STEPS_SMALL; every method pre-trained on the train split of the set it is tested on."
   if [ -s "$NOTES" ]; then echo; echo "Skipped:"; echo; cat "$NOTES"; fi
