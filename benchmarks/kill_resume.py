@@ -67,7 +67,7 @@ def save_stages(data: Path, work: Path, reference: dict) -> list[dict]:
         run = work / f"stage-{stage}"
         seen = {"n": 0}
 
-        def at_stage(line, stage=stage, nth=nth):
+        def at_stage(line, stage=stage, nth=nth, seen=seen):
             seen["n"] += line == f"STAGE {stage}"
             return seen["n"] == nth
 
