@@ -11,7 +11,7 @@ peak resident memory of a fresh process that runs three training steps of that m
 same process's peak before the model was built (the libraries' share is the same for all).
 
 Against the hardware (:mod:`cxrcl.evaluation.peak`): the machine's matmul peak is measured in
-fp32 and bf16 (``machine.matmul_peak``); ``achieved_gflops_per_s`` is the counted training FLOPs
+fp32 and bf16 before and after the timing, the higher kept (``machine.matmul_peak``); ``achieved_gflops_per_s`` is the counted training FLOPs
 of one step (forward + backward, about 3x the forward: our convention is the counter's exact
 count, and ``achieved_gflops_per_s_3x_forward`` gives the 3x-forward estimate beside it) over the
 median step time; ``achieved_fraction_of_peak`` divides it by the measured peak *of the precision
@@ -223,6 +223,13 @@ def benchmark(methods: list[str], data: str, backbone: str, image_size: int | No
                             infer_images_per_s_b1=1 / statistics.median(b1_times[spec]),
                             infer_images_per_s_b64=64 / statistics.median(b64_times[spec]),
                             train_step_s_iqr=float(np.subtract(*np.percentile(step_times[spec], [75, 25]))))
+    # the peak is measured again after the timing and the higher of the two kept: on a shared
+    # machine one measurement can fall in a busy moment (both are recorded)
+    after = measured_peaks(device)
+    for p in ("32-true", "bf16-mixed"):
+        peaks[p] = {**max(peaks[p], after[p], key=lambda d: d["gflops"]),
+                    "before_gflops": peaks[p]["gflops"], "after_gflops": after[p]["gflops"]}
+    peaks["bf16_speedup"] = round(peaks["bf16-mixed"]["gflops"] / peaks["32-true"]["gflops"], 2)
     machine = machine_info(peaks)
     for spec in methods:
         r = result[spec]
