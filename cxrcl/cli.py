@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--logger", choices=["csv", "tensorboard"],
                     help="also log metrics through Fabric's CSV or TensorBoard logger (RUN/logs)")
 
-    ev = sub.add_parser("eval", help="evaluate an encoder (linear probe, kNN)")
+    ev = sub.add_parser("eval", help="evaluate an encoder (linear, finetune, knn, zeroshot, retrieval, segment)")
     ev.add_argument("task", choices=["linear", "knn", "zeroshot", "retrieval", "finetune", "segment"])
     ev.add_argument("--run", required=True, help="run directory, random:BACKBONE, or pixels")
     ev.add_argument("--data", required=True)
