@@ -187,9 +187,10 @@ def test_sigkill_during_a_write_leaves_the_previous_file(tmp_path):
 
 def test_report_failure_keeps_the_previous_report(tmp_path, monkeypatch):
     ev = save_json({"task": "linear", "run": "pixels", "labels": ["x"], "results": [
-        {"fraction": 1.0, "seed": 0, "n_train": 10, "auroc": 0.8, "auroc_per_label": {"x": 0.8}}]},
-        tmp_path / "e.json")
+        {"fraction": f, "seed": 0, "n_train": int(100 * f), "auroc": 0.7 + 0.1 * f, "auroc_per_label": {"x": 0.7 + 0.1 * f}}
+        for f in (0.1, 1.0)]}, tmp_path / "e.json")  # two fractions: the report draws its AUROC plot
     out = report.write_report([ev], tmp_path / "r.md")
+    assert any(p.suffix == ".png" for p in tmp_path.iterdir())
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     def half_then_fail(self, fname, **kwargs):
