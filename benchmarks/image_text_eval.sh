@@ -33,8 +33,8 @@ SEEDS=${SEEDS:-0 1 2}
 BACKBONE=${BACKBONE:-vit_tiny_patch16_224:patch_size=8:depth=4}
 BATCH=${BATCH:-32}
 STEPS_PHANTOM=${STEPS_PHANTOM:-150}
-STEPS_COVID=${STEPS_COVID:-150}
-STEPS_PAIRING=${STEPS_PAIRING:-150}
+STEPS_COVID=${STEPS_COVID:-100}
+STEPS_PAIRING=${STEPS_PAIRING:-100}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT"
 { git rev-parse HEAD; git status --short cxrcl/ | head -20; } > "$OUT/provenance_$(echo $PARTS | tr ' ' '_').txt"
