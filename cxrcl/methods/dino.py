@@ -17,6 +17,12 @@ SimCLR (no flips). The teacher temperature rises linearly over the first ``teach
 fraction of the run and the EMA update runs at the start of each step -- both functions of the
 step, so a resumed run is exact. No last-layer freezing. Downstream, the teacher's backbone is
 the encoder (the paper evaluates the teacher).
+
+Small batches: the centre momentum 0.9 was set for 2 x 1,024 teacher outputs per step. At our
+batch sizes it follows the current batch, and the teacher collapses to uniform (loss -> ln K;
+see ``teacher_entropy`` in the logs and docs/methods/comcl.md). ``center_momentum=0.99`` avoided
+this on a toy problem (tested); the default stays at the paper's value until it is checked on
+real images.
 """
 
 from __future__ import annotations
