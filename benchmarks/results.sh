@@ -6,8 +6,8 @@
 # that applies, beside both floors; the efficiency bench; then `cxrcl report` -> docs/results.md.
 #
 # Usage: bash benchmarks/results.sh [--quick | --dry]
-#   (none)   the published budget (see BUDGET below; ~2-3 h on 2 CPU cores)
-#   --quick  a smaller budget (~25 min on 2 CPU cores): fewer steps, linear probe only
+#   (none)   the published budget (the case below; ~2-3 h on 2 CPU cores, estimated)
+#   --quick  a smaller budget (~25 min on 2 CPU cores, estimated): fewer steps, linear probe (+ zero-shot and retrieval for image-text runs)
 #   --dry    plumbing check in a few minutes (2 steps, 1 seed); writes under /tmp, not docs/
 # Env: METHODS="spcl simclr ..." (default: every method of cxrcl.methods.registry), WORK, OUT, DOC.
 # Methods a data set cannot train (e.g. image-text methods on a set without reports) are skipped
