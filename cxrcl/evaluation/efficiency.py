@@ -89,7 +89,7 @@ def precision_check(spec: str, backbone: str, image_size: int, x: torch.Tensor, 
             m.set_batch_rows(rows, ds)
         opt = torch.optim.AdamW(param_groups(m, 0.05), lr=1e-4)
         losses[precision] = [_train_step(m, opt, x, seed, s, precision) for s in range(steps)]
-    diff = [abs(b - a) / max(abs(a), 1e-8) for a, b in zip(losses["32-true"], losses["bf16-mixed"])]
+    diff = [abs(b - a) / max(abs(a), 1e-8) for a, b in zip(losses["32-true"], losses["bf16-mixed"], strict=True)]
     return {"method": spec, "steps": steps, "loss_fp32": losses["32-true"], "loss_bf16": losses["bf16-mixed"],
             "max_loss_rel_diff": max(diff)}
 

@@ -48,7 +48,12 @@ from torchmetrics.functional.segmentation import dice_score
 from cxrcl.data.normalize import to_model_input
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.errors import CxrclError
-from cxrcl.evaluation.fractions import DEFAULT_FRACTIONS, parse_fractions, sample_label_fraction, seed_list
+from cxrcl.evaluation.fractions import (
+    DEFAULT_FRACTIONS,
+    parse_fractions,
+    sample_label_fraction,
+    seed_list,
+)
 from cxrcl.models.backbones import CNNBackbone, TokenBackbone, ViTBackbone
 
 HEAD_CHANNELS = 64
@@ -102,7 +107,7 @@ class SegmentationHead(nn.Module):
     def forward(self, levels: Sequence[torch.Tensor], out_size: int) -> torch.Tensor:
         size = max(t.shape[-1] for t in levels)
         fused = sum(F.interpolate(lat(t), size=(size, size), mode="bilinear", align_corners=False)
-                    if t.shape[-1] != size else lat(t) for lat, t in zip(self.lateral, levels))
+                    if t.shape[-1] != size else lat(t) for lat, t in zip(self.lateral, levels, strict=True))
         logit = self.out(self.up(fused))
         if logit.shape[-1] != out_size:
             logit = F.interpolate(logit, size=(out_size, out_size), mode="bilinear", align_corners=False)

@@ -83,7 +83,7 @@ def test_no_test_image_in_training_or_early_stopping(squares, monkeypatch):
         assert tr <= train_rows and va <= val_rows and not (tr | va) & test_rows
     small = [r for r in res["results"] if r["fraction"] == 0.1]
     full = [r for r in res["results"] if r["fraction"] == 1.0]
-    assert all(set(s["train_rows"]) <= set(f["train_rows"]) for s, f in zip(small, full))  # nested
+    assert all(set(s["train_rows"]) <= set(f["train_rows"]) for s, f in zip(small, full, strict=True))  # nested
     assert full[0]["n_train"] == len(train_rows) and small[0]["n_train"] == 5
     assert res["results"][0]["n_test"] == len(test_rows)
 

@@ -1,7 +1,4 @@
 import json
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
