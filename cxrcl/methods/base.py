@@ -21,6 +21,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from cxrcl.data.views import AugmentConfig
 from cxrcl.models.backbones import TokenBackbone
 from cxrcl.models.heads import projection_head
 
@@ -35,6 +36,21 @@ class MethodConfig:
     proj_batch_norm: bool = False
     temperature: float = 0.1
     learnable_temperature: bool = False
+
+
+@dataclass(frozen=True)
+class AugmentedViewsConfig(MethodConfig):
+    """Fields of methods whose views are CXR-safe augmentations (SimCLR's recipe, cxrcl.data.views):
+    a random crop of at least ``crop_area_min`` of the image, a small rotation, blur with
+    probability ``blur_p``."""
+
+    crop_area_min: float = 0.5
+    rotation_deg: float = 10.0
+    blur_p: float = 0.5
+
+    def augment_config(self) -> AugmentConfig:
+        return AugmentConfig(crop_area=(self.crop_area_min, 1.0), rotation_deg=self.rotation_deg,
+                             blur_p=self.blur_p)
 
 
 class Method(nn.Module):

@@ -19,21 +19,18 @@ from dataclasses import dataclass
 
 import torch
 
-from cxrcl.data.views import AugmentConfig, augment
+from cxrcl.data.views import augment
 from cxrcl.losses.info_nce import info_nce
-from cxrcl.methods.base import Method, MethodConfig
+from cxrcl.methods.base import AugmentedViewsConfig, Method
 from cxrcl.models.heads import projection_head
 from cxrcl.models.momentum import MomentumCopy, momentum_at
 
 
 @dataclass(frozen=True)
-class MoCoV3Config(MethodConfig):
+class MoCoV3Config(AugmentedViewsConfig):
     temperature: float = 0.2
     momentum: float = 0.99
     momentum_schedule: str = "cosine"
-    crop_area_min: float = 0.5
-    rotation_deg: float = 10.0
-    blur_p: float = 0.5
 
 
 class MoCoV3(Method):
@@ -46,8 +43,7 @@ class MoCoV3(Method):
         self.head = self.make_projection_head()
         self.predictor = projection_head(c.proj_dim, c.proj_hidden_dim, c.proj_dim, 2, c.proj_batch_norm)
         self.key_encoder = MomentumCopy(self.backbone, self.head)
-        self.augment_config = AugmentConfig(crop_area=(c.crop_area_min, 1.0),
-                                            rotation_deg=c.rotation_deg, blur_p=c.blur_p)
+        self.augment_config = c.augment_config()
 
     def momentum_now(self) -> float:
         c = self.config

@@ -13,16 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-from cxrcl.data.views import AugmentConfig, augment
+from cxrcl.data.views import augment
 from cxrcl.losses.info_nce import InfoNCELoss
-from cxrcl.methods.base import Method, MethodConfig
+from cxrcl.methods.base import AugmentedViewsConfig, Method
 
 
 @dataclass(frozen=True)
-class SimCLRConfig(MethodConfig):
-    crop_area_min: float = 0.5
-    rotation_deg: float = 10.0
-    blur_p: float = 0.5
+class SimCLRConfig(AugmentedViewsConfig):
+    """SimCLR uses the shared augmented-views fields and the base temperature (0.1)."""
 
 
 class SimCLR(Method):
@@ -34,8 +32,7 @@ class SimCLR(Method):
         self.head = self.make_projection_head()
         self.criterion = InfoNCELoss(config.temperature, config.learnable_temperature,
                                      intra_view_negatives=True)
-        self.augment_config = AugmentConfig(crop_area=(config.crop_area_min, 1.0),
-                                            rotation_deg=config.rotation_deg, blur_p=config.blur_p)
+        self.augment_config = config.augment_config()
 
     def views(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.cat([augment(images, generator, self.augment_config),

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cxrcl.data.views import AugmentConfig, augment
+from cxrcl.data.views import augment
 from cxrcl.losses.info_nce import InfoNCELoss
-from cxrcl.methods.base import Method, MethodConfig
+from cxrcl.methods.base import AugmentedViewsConfig, Method
 from cxrcl.models.backbones import ViTBackbone
 from cxrcl.models.saliency import (
     Pruned,
@@ -50,7 +50,7 @@ from cxrcl.models.saliency import (
 
 
 @dataclass(frozen=True)
-class SparseContrastConfig(MethodConfig):
+class SparseContrastConfig(AugmentedViewsConfig):
     keep_ratio: float = 0.5
     prune_at: int | None = None      # ViT block / CNN stage after which tokens are pruned
     window: int | None = None        # CNN window side in cells (default: see default_window)
@@ -61,9 +61,6 @@ class SparseContrastConfig(MethodConfig):
     predictor_hidden: int | None = None
     rarity_weight: float = 0.0       # our addition: distil positional atypicality (ViT only)
     rarity_momentum: float = 0.99
-    crop_area_min: float = 0.5       # views: as SimCLR
-    rotation_deg: float = 10.0
-    blur_p: float = 0.5
 
     def __post_init__(self):
         if not 0 < self.keep_ratio <= 1:
@@ -95,8 +92,7 @@ class SparseContrast(Method):
         self.head = self.make_projection_head()  # before the predictor: same init as SimCLR
         self.criterion = InfoNCELoss(config.temperature, config.learnable_temperature,
                                      intra_view_negatives=True)
-        self.augment_config = AugmentConfig(crop_area=(config.crop_area_min, 1.0),
-                                            rotation_deg=config.rotation_deg, blur_p=config.blur_p)
+        self.augment_config = config.augment_config()
         self.prune_at = config.prune_at if config.prune_at is not None else default_prune_at(backbone)
         depth = len(backbone.vit.blocks) if isinstance(backbone, ViTBackbone) else len(backbone.stages)
         if not 0 <= self.prune_at < depth:
