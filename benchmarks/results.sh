@@ -74,6 +74,9 @@ for dsspec in "${DATASETS[@]}"; do
   for m in $METHODS; do
     run="$WORK/runs/${ds}_$m"
     spec=$m
+    if [ "$m" = comcl ] && [ ! -f "$data/masks.npy" ]; then   # no lesion/lung masks: image-level pairs only
+      spec="comcl:regions=none"; note "comcl on $ds: regions=none (the set has no masks; only its image-level multi-quality pairs train)"
+    fi
     if is_it "$m"; then
       if [ "$ds" != covidcxr ]; then note "$m (image-text) not pre-trained on $ds: it has no report text"; continue; fi
       # covid_chestxray's report column holds its clinical notes
