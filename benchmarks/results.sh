@@ -89,7 +89,7 @@ for dsspec in "${DATASETS[@]}"; do
         continue
       fi
     fi
-    [ "$ds" = covrad ] && TRAINED+=("$m")
+    [ "$ds" = covrad ] && TRAINED+=("$spec")
     [ "$ds" = covidcxr ] && is_it "$m" && TRAINED_IT+=("$spec")
     mkdir -p "$RUNS_OUT/${ds}_$m"   # the run's record (not its checkpoints), committed with the results
     cp "$run/summary.json" "$run/metrics.jsonl" "$run/config.yaml" "$RUNS_OUT/${ds}_$m/" 2>/dev/null
@@ -131,15 +131,21 @@ if [ ${#TRAINED_IT[@]} -gt 0 ]; then   # image-text methods need the reports: be
       --out "$OUT/bench_image_text.json" || note "cxrcl bench of the image-text methods failed"
 fi
 T1=$(date +%s)
-printf '{"mode": "%s", "wall_s": %d, "methods": "%s", "steps": {"covrad": %d, "covidcxr": %d, "pmnist": %d}, "seeds": %d, "fractions": "%s", "backbone": "%s", "image_size": %d, "batch_size": %d}\n' \
-  "$MODE" $((T1 - T0)) "$METHODS" "$STEPS_MAIN" "$STEPS_SMALL" "$STEPS_SMALL" "$SEEDS" "$FRACTIONS" "$BACKBONE" $SIZE $BATCH > "${OUT}_budget.json"
+# a resumed invocation reuses the runs and results of earlier ones: add their wall time
+read -r PREV_S PREV_N < <($PY -c "import json,sys
+try: d = json.load(open(sys.argv[1])); ok = d.get('mode') == sys.argv[2]
+except (OSError, ValueError): ok = False
+print(*((d.get('wall_s_total', d['wall_s']), d.get('invocations', 1)) if ok else (0, 0)))" "${OUT}_budget.json" "$MODE")
+TOTAL_S=$((PREV_S + T1 - T0)); INVOCATIONS=$((PREV_N + 1))
+printf '{"mode": "%s", "wall_s": %d, "wall_s_total": %d, "invocations": %d, "methods": "%s", "steps": {"covrad": %d, "covidcxr": %d, "pmnist": %d}, "seeds": %d, "fractions": "%s", "backbone": "%s", "image_size": %d, "batch_size": %d}\n' \
+  "$MODE" $((T1 - T0)) $TOTAL_S $INVOCATIONS "$METHODS" "$STEPS_MAIN" "$STEPS_SMALL" "$STEPS_SMALL" "$SEEDS" "$FRACTIONS" "$BACKBONE" $SIZE $BATCH > "${OUT}_budget.json"
 mkdir -p "$(dirname "$DOC")"
 "$CXRCL" report "$OUT" "$RUNS_OUT"/* --out "$DOC"
 {
   echo
   echo "## How this document was made"
   echo
-  echo "\`bash benchmarks/results.sh $([ "$MODE" = full ] || echo "$MODE")\` (\`make bench\`): $((T1 - T0)) s of wall time on this machine"
+  echo "\`bash benchmarks/results.sh $([ "$MODE" = full ] || echo "$MODE")\` (\`make bench\`): $TOTAL_S s of wall time on this machine over $INVOCATIONS invocation(s) (a later one reuses what earlier ones finished)"
   echo "($(nproc) CPU cores) for pre-training, evaluation and the bench; budget in \`${OUT}_budget.json\`."
   echo "Backbone $BACKBONE at $SIZE px, batch $BATCH; pre-training steps: covid_radiography $STEPS_MAIN,"
   echo "covid_chestxray $STEPS_SMALL, PneumoniaMNIST $STEPS_SMALL; every method pre-trained on the train split of the set it is tested on."
