@@ -72,8 +72,9 @@ class MaskRegions(RegionSource):
 
     def __init__(self, dataset):
         if dataset.masks is None:
-            raise CxrclError(f"regions=mask: {dataset.root} has no masks.npy; use regions=box (phantom) "
-                             "or regions=saliency:run=DIR")
+            raise CxrclError(f"regions=mask: {dataset.root} has no masks.npy; use comcl:regions=none "
+                             "(image-level pairs only), regions=box (phantom) or "
+                             "regions=saliency:region_run=DIR")
         self.masks = dataset.masks
         has = dataset.meta["has_mask"].to_numpy() if "has_mask" in dataset.meta.columns else None
         self.has_mask = None if has is None else has.astype(bool)
