@@ -1,21 +1,18 @@
 """CLIP / ConVIRT: empty reports skipped with a count, the loss falls on the phantom via the CLI."""
 
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from cxrcl.cli import main
 from cxrcl.data.normalize import to_model_input
 from cxrcl.data.phantom import make_phantom
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.losses.info_nce import info_nce
 from cxrcl.methods.registry import build_method
 from tests.conftest import TINY_VIT
-
-FAST = "text_trainable_layers=0:text_max_length=64"
+from tests.methods.image_text_runs import FAST, pretrain_logs
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +52,5 @@ def test_every_report_empty_is_one_error(phantom):
 
 @pytest.mark.slow
 def test_cli_loss_falls_on_the_phantom(phantom, tmp_path):
-    run = tmp_path / "run"
-    code = main(["pretrain", f"clip:{FAST}", "--data", str(phantom.root), "--out", str(run),
-                 "--backbone", TINY_VIT, "--image-size", "32", "--steps", "24", "--batch-size", "12",
-                 "--lr", "0.001", "--log-every", "1", "--no-progress"])
-    assert code == 0
-    losses = [json.loads(line)["loss"] for line in open(run / "metrics.jsonl")]
+    losses = [r["loss"] for r in pretrain_logs("clip", phantom.root, tmp_path / "run")]
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses

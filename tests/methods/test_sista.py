@@ -16,8 +16,7 @@ from cxrcl.text.similarity import label_vectors
 from cxrcl.training.checkpoint import model_file
 from cxrcl.training.fit import pretrain
 from tests.conftest import TINY_VIT
-
-FAST = "text_trainable_layers=0:text_max_length=64"
+from tests.methods.image_text_runs import FAST, pretrain_logs
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +131,7 @@ def test_bad_settings_are_refused():
 
 @pytest.mark.slow
 def test_cli_loss_falls_on_the_phantom(phantom, tmp_path):
-    run = tmp_path / "run"
-    code = main(["pretrain", f"sista:{FAST}", "--data", str(phantom.root), "--out", str(run),
-                 "--backbone", TINY_VIT, "--image-size", "32", "--steps", "24", "--batch-size", "12",
-                 "--lr", "0.001", "--log-every", "1", "--no-progress"])
-    assert code == 0
-    logs = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    logs = pretrain_logs("sista", phantom.root, tmp_path / "run")
     first = np.mean([r["instance_loss"] for r in logs[:5]])
     last = np.mean([r["instance_loss"] for r in logs[-5:]])
     assert last < 0.9 * first, (first, last)
