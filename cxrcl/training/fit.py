@@ -136,7 +136,23 @@ def pretrain(method: str, data: str | Path, out: str | Path, *, backbone: str | 
 
     seed_everything(run.train.seed, verbose=False)  # the same initial weights on every process
     model = build_method(run.method, run.backbone, run.image_size, base=run.method_config)
-    return _fit(run, dataset, model, out, resume=resume, stop_after=stop_after)
+    try:
+        summary = _fit(run, dataset, model, out, resume=resume, stop_after=stop_after)
+    except RunStopped:  # every process stops together (a signal is agreed on by all-reduce)
+        _leave_process_group()
+        raise
+    _leave_process_group()
+    return summary
+
+
+def _leave_process_group() -> None:
+    """End a DDP run on every process together: a rank that exits while gloo's threads are
+    still alive can abort ("terminate called without an active exception", seen in CI)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 RUN_FILES = {"config.yaml", "metrics.jsonl", "environment.json", "summary.json", "checkpoints", "logs"}
