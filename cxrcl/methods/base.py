@@ -76,6 +76,11 @@ class Method(nn.Module):
     def after_optimizer_step(self) -> None:
         """Called by the loop after each optimiser step (e.g. a momentum-encoder EMA update)."""
 
+    def check_data(self, dataset) -> None:
+        """Called by ``pretrain`` before anything is written: raise a CxrclError naming the fix
+        if this method cannot train on ``dataset`` (e.g. CoMCL's regions=mask without masks).
+        Most methods train on any prepared data set."""
+
     def set_batch_rows(self, rows, dataset) -> None:
         """Called by the loop before ``training_step`` with the data set rows of the batch (in
         batch order) and the :class:`~cxrcl.data.prepared.PreparedDataset`, for methods whose

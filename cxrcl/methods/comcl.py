@@ -108,6 +108,13 @@ class CoMCL(Method):
             return math.inf
         return self_paced_lambda(self.progress, *c.sp_lambda) * math.log(1 + c.queue_size)
 
+    def check_data(self, dataset) -> None:
+        """Build the region source now, so a data set without masks (or a missing region_run)
+        is refused before the run folder is made."""
+        c = self.config
+        if c.regions != "none" and self._regions is None:
+            self._regions = region_source(c.regions, dataset, c.region_run, c.region_quantile)
+
     # ------------------------------------------------------------------ views
     def region_maps(self, images: torch.Tensor) -> torch.Tensor:
         c = self.config

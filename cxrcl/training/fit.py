@@ -136,6 +136,7 @@ def pretrain(method: str, data: str | Path, out: str | Path, *, backbone: str | 
 
     seed_everything(run.train.seed, verbose=False)  # the same initial weights on every process
     model = build_method(run.method, run.backbone, run.image_size, base=run.method_config)
+    model.check_data(dataset)  # refuse a data set the method cannot use before writing anything
     try:
         summary = _fit(run, dataset, model, out, resume=resume, stop_after=stop_after)
     except RunStopped:  # every process stops together (a signal is agreed on by all-reduce)

@@ -156,3 +156,12 @@ def test_loss_and_queue_resume_exactly(tiny_ds, tmp_path):
     assert int(a["queue.ptr"]) == (6 * 2 * 8) % 48
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_regions_mask_on_a_data_set_without_masks_is_refused_before_anything_is_written(tiny_ds, tmp_path):
+    assert not (tiny_ds.root / "masks.npy").exists()
+    out = tmp_path / "run"
+    with pytest.raises(CxrclError, match="no masks.npy.*regions=none"):
+        pretrain("comcl", tiny_ds.root, out, backbone=TINY_VIT, image_size=32,
+                 train_overrides=dict(steps=1, batch_size=8, progress=False))
+    assert not out.exists()
