@@ -25,6 +25,7 @@ process on the concatenated W*N batch (tested with 2 CPU processes over gloo).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -71,17 +72,49 @@ def info_nce(
                               gather)
 
 
-def _info_nce_fp32(q, k, temperature, targets, weights, symmetric, intra_view_negatives, gather):
+class Pairs(NamedTuple):
+    """The float32 inputs of one InfoNCE computation (see :func:`contrast_pairs`)."""
+
+    temperature: float | torch.Tensor
+    q: torch.Tensor  # [n, D] local queries, L2-normalised
+    k: torch.Tensor  # [n, D] local keys, L2-normalised
+    q_all: torch.Tensor  # [N, D] queries of every rank (``q`` without a process group)
+    k_all: torch.Tensor  # [N, D] keys of every rank
+    pos: torch.Tensor  # [n] column of each local row's positive in the gathered batch
+
+
+def contrast_pairs(q: torch.Tensor, k: torch.Tensor, temperature: float | torch.Tensor,
+                   gather: bool) -> Pairs:
+    """The shared start of every InfoNCE in cxrcl: float32, L2-normalised, gathered across DDP
+    ranks with gradient (when ``gather`` and a process group is up), and the positives' columns.
+    Call it with autocast disabled."""
     if torch.is_tensor(temperature):
         temperature = temperature.float()
-    if targets is not None:
-        targets = targets.float()
     q = F.normalize(q.float(), dim=-1)
     k = F.normalize(k.float(), dim=-1)
     n = q.shape[0]
     q_all, k_all = (gather_with_grad(q), gather_with_grad(k)) if gather else (q, k)
     offset = _rank() * n if q_all.shape[0] != n else 0
     pos = torch.arange(n, device=q.device) + offset
+    return Pairs(temperature, q, k, q_all, k_all, pos)
+
+
+def per_sample_nce(logits: torch.Tensor, pos: torch.Tensor,
+                   soft: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row loss [n] of ``logits`` [n, N]: cross-entropy with the positive column ``pos``, or
+    with the soft targets ``soft`` [n, N] (>= 0; zero targets add nothing, also on a removed
+    ``-inf`` logit)."""
+    if soft is None:
+        return F.cross_entropy(logits, pos, reduction="none")
+    logp = F.log_softmax(logits, dim=1)
+    return -torch.where(soft > 0, soft * logp, torch.zeros_like(logp)).sum(dim=1)
+
+
+def _info_nce_fp32(q, k, temperature, targets, weights, symmetric, intra_view_negatives, gather):
+    if targets is not None:
+        targets = targets.float()
+    temperature, q, k, q_all, k_all, pos = contrast_pairs(q, k, temperature, gather)
+    n = q.shape[0]
 
     def one_direction(a: torch.Tensor, b_all: torch.Tensor, a_all: torch.Tensor,
                       soft: torch.Tensor | None) -> torch.Tensor:
@@ -90,10 +123,7 @@ def _info_nce_fp32(q, k, temperature, targets, weights, symmetric, intra_view_ne
             self_logits = a @ a_all.T / temperature
             self_logits[torch.arange(n, device=a.device), pos] = float("-inf")
             logits = torch.cat([logits, self_logits], dim=1)
-        if soft is None:
-            per_sample = F.cross_entropy(logits, pos, reduction="none")
-        else:
-            per_sample = -(soft * F.log_softmax(logits, dim=1)).sum(dim=1)
+        per_sample = per_sample_nce(logits, pos, soft)
         if weights is None:
             return per_sample.mean()
         w = weights.to(per_sample)

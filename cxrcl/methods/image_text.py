@@ -45,7 +45,7 @@ from torch import nn
 
 from cxrcl.errors import CxrclError
 from cxrcl.losses.gather import gather_with_grad
-from cxrcl.losses.info_nce import InfoNCELoss, _rank
+from cxrcl.losses.info_nce import InfoNCELoss, contrast_pairs, per_sample_nce
 from cxrcl.methods.base import Method, MethodConfig
 from cxrcl.models.backbones import Encoded
 from cxrcl.models.heads import projection_head
@@ -127,14 +127,8 @@ def image_text_nce(img: torch.Tensor, txt: torch.Tensor, temperature: float | to
     concatenated batch, also when ranks hold different numbers of valid pairs.
     """
     with torch.autocast(device_type=img.device.type, enabled=False):
-        if torch.is_tensor(temperature):
-            temperature = temperature.float()
-        img = F.normalize(img.float(), dim=-1)
-        txt = F.normalize(txt.float(), dim=-1)
+        temperature, img, txt, img_all, txt_all, pos = contrast_pairs(img, txt, temperature, gather)
         n = img.shape[0]
-        img_all, txt_all = (gather_with_grad(img), gather_with_grad(txt)) if gather else (img, txt)
-        offset = _rank() * n if img_all.shape[0] != n else 0
-        pos = torch.arange(n, device=img.device) + offset
         world = img_all.shape[0] // n
         w_all = None
         if image_weight is not None:
@@ -163,11 +157,7 @@ def image_text_nce(img: torch.Tensor, txt: torch.Tensor, temperature: float | to
                 logits = logits * (image_weight.unsqueeze(1) if image_rows else w_all.unsqueeze(0))
             if keep_cols is not None:
                 logits = logits.masked_fill(~keep_cols, float("-inf"))
-            if soft is None:
-                per_sample = F.cross_entropy(logits, pos, reduction="none")
-            else:
-                logp = F.log_softmax(logits, dim=1)
-                per_sample = -torch.where(soft > 0, soft * logp, torch.zeros_like(logp)).sum(dim=1)
+            per_sample = per_sample_nce(logits, pos, soft)
             if valid is None:
                 return per_sample.mean()
             per_sample = torch.where(valid, per_sample, torch.zeros_like(per_sample))
