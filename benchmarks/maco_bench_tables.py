@@ -9,18 +9,21 @@ import json
 import sys
 from pathlib import Path
 
+from tables import Column, efficiency_table, rss_cell  # benchmarks/tables.py
+
+BENCH_COLUMNS: list[Column] = [
+    ("train images/s", lambda m, r: f"{m['train_images_per_s']:.2f}"),
+    ("x {ref}", lambda m, r: f"{r['train_images_per_s']:.2f}"),
+    ("forward GFLOPs/image", lambda m, r: f"{m['gflops_per_image']:.3f}"),
+    ("x {ref}", lambda m, r: f"{r['gflops_per_image']:.2f}"),
+    ("train GFLOPs/step", lambda m, r: f"{m['train_gflops_per_step']:.1f}"),
+    ("infer images/s", lambda m, r: f"{m['infer_images_per_s']:.1f}"),
+    ("peak RSS MB (training share)", rss_cell),
+]
+
 
 def bench_table(bench: dict) -> str:
-    ref = bench["ratios_vs"]
-    lines = [f"| method | train images/s | x {ref} | forward GFLOPs/image | x {ref} | train GFLOPs/step | "
-             "infer images/s | peak RSS MB (training share) |", "|---|---|---|---|---|---|---|---|"]
-    for name, m in bench["methods"].items():
-        r = bench["ratios"][name]
-        rss = f"{m['peak_rss_mb']:.0f} ({m['train_rss_mb']:.0f})" if m.get("peak_rss_mb") else "n/a"
-        lines.append(f"| {name} | {m['train_images_per_s']:.2f} | {r['train_images_per_s']:.2f} | "
-                     f"{m['gflops_per_image']:.3f} | {r['gflops_per_image']:.2f} | "
-                     f"{m['train_gflops_per_step']:.1f} | {m['infer_images_per_s']:.1f} | {rss} |")
-    return "\n".join(lines)
+    return efficiency_table(bench, BENCH_COLUMNS)
 
 
 def components_table(comp: dict) -> str:

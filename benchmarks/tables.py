@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -24,21 +25,42 @@ def auroc_table(folder: Path, prefix: str, rows: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+Column = tuple[str, Callable[[dict, dict], str]]  # (header, cell(method's JSON, its ratios))
+
+
+def rss_cell(m: dict, r: dict) -> str:
+    """Peak RSS with the training share in brackets, or n/a where it was not measured."""
+    return f"{m['peak_rss_mb']:.0f} ({m['train_rss_mb']:.0f})" if m.get("peak_rss_mb") else "n/a"
+
+
+def efficiency_table(bench: dict, columns: Sequence[Column]) -> str:
+    """One row per method of a benchmark JSON (``methods``, ``ratios``, ``ratios_vs``); a header
+    may name ``{ref}``, the method the ratios are relative to."""
+    ref = bench["ratios_vs"]
+    lines = ["| method | " + " | ".join(h.format(ref=ref) for h, _ in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for name, m in bench["methods"].items():
+        r = bench["ratios"][name]
+        lines.append(f"| {name} | " + " | ".join(cell(m, r) for _, cell in columns) + " |")
+    return "\n".join(lines)
+
+
+README_COLUMNS: list[Column] = [
+    ("train images/s", lambda m, r: f"{m['train_images_per_s']:.1f}"),
+    ("vs {ref}", lambda m, r: f"{r['train_images_per_s']:.2f}x"),
+    ("forward GFLOPs/image", lambda m, r: f"{m['gflops_per_image']:.3f}"),
+    ("vs {ref}", lambda m, r: f"{r['gflops_per_image']:.2f}x"),
+    ("inference images/s", lambda m, r: f"{m['infer_images_per_s']:.1f}"),
+    ("peak RSS MB (training part)", rss_cell),
+]
+
+
 def bench_table(path: Path) -> str:
     b = json.loads(path.read_text())
-    ref = b["ratios_vs"]
-    lines = ["| method | train images/s | vs " + ref + " | forward GFLOPs/image | vs " + ref
-             + " | inference images/s | peak RSS MB (training part) |", "|---|---|---|---|---|---|---|"]
-    for name, m in b["methods"].items():
-        r = b["ratios"][name]
-        rss = f"{m['peak_rss_mb']:.0f} ({m['train_rss_mb']:.0f})" if m.get("peak_rss_mb") else "n/a"
-        lines.append(f"| {name} | {m['train_images_per_s']:.1f} | {r['train_images_per_s']:.2f}x | "
-                     f"{m['gflops_per_image']:.3f} | {r['gflops_per_image']:.2f}x | "
-                     f"{m['infer_images_per_s']:.1f} | {rss} |")
     mach = b["machine"]
-    lines.append(f"\nMachine: {mach['cpu']}, {mach['cpu_count']} cores, torch {mach['torch']}, "
-                 f"measured fp32 matmul peak {mach['matmul_peak_gflops']} GFLOP/s.")
-    return "\n".join(lines)
+    return (efficiency_table(b, README_COLUMNS)
+            + f"\n\nMachine: {mach['cpu']}, {mach['cpu_count']} cores, torch {mach['torch']}, "
+            f"measured fp32 matmul peak {mach['matmul_peak_gflops']} GFLOP/s.")
 
 
 def main() -> None:
