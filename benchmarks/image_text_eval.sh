@@ -71,6 +71,9 @@ pretrain() {  # METHOD DATA RUN STEPS SEED
     --steps "$4" --seed "$5" --batch-size "$BATCH" --no-progress $resume
   cp "$3/summary.json" "$OUT/$(basename "$3")_summary.json"
 }
+prepare_npz() {  # SOURCE DIR: `cxrcl data prepare npz` of $SHARED/SOURCE at 64 px (skipped when DIR has it)
+  [ -f "$2/dataset.json" ] || "$CXRCL" data prepare npz "$SHARED/$1" "$2" --size 64
+}
 EVALS=$WORK/evals.txt
 : > "$EVALS"
 ev() {  # OUT_JSON TASK ARGS...: queued for flush (skipped when the JSON exists: the script resumes)
@@ -106,8 +109,8 @@ for part in $PARTS; do
   covid)
     DATA=$WORK/covid_chestxray64
     RAD=$WORK/covid_radiography64
-    [ -f "$DATA/dataset.json" ] || "$CXRCL" data prepare npz "$SHARED/covid_chestxray" "$DATA" --size 64
-    [ -f "$RAD/dataset.json" ] || "$CXRCL" data prepare npz "$SHARED/covid_radiography" "$RAD" --size 64
+    prepare_npz covid_chestxray "$DATA"
+    prepare_npz covid_radiography "$RAD"
     for m in $METHODS; do
       run=$WORK/runs/covid_${m}_s0
       pretrain "$m" "$DATA" "$run" "$STEPS_COVID" 0
@@ -125,7 +128,7 @@ for part in $PARTS; do
   pairing)
     RAD=$WORK/covid_radiography64
     PAIRED=$WORK/covid_radiography64_openi
-    [ -f "$RAD/dataset.json" ] || "$CXRCL" data prepare npz "$SHARED/covid_radiography" "$RAD" --size 64
+    prepare_npz covid_radiography "$RAD"
     [ -f "$PAIRED/dataset.json" ] || "$CXRCL" data pair-reports "$RAD" "$SHARED/openi_reports" "$PAIRED" \
       --positive covid19 --seed 0
     cp "$PAIRED/dataset.json" "$OUT/pairing_dataset.json"

@@ -71,6 +71,15 @@ def retrieval_rows(d: Path, stem: str, seeds) -> list[str]:
     return out
 
 
+def retrieval_section(d: Path, prefix: str, seeds, caption: str, items: str) -> list[str]:
+    """The Recall@K table of every method's ``{prefix}_{method}`` runs, under ``caption``."""
+    lines = ["", caption, "",
+             f"| method | direction | R@1 | R@5 | R@10 | images / distinct {items} |", "|---|---|---|---|---|---|"]
+    for m in METHODS:
+        lines += [f"| {m} | {row} |" for row in retrieval_rows(d, f"{prefix}_{m}", seeds)]
+    return lines
+
+
 def phantom(d: Path) -> list[str]:
     seeds = (0, 1, 2)
     lines = ["### Phantom (templated reports with negations), pre-training seeds 0-2 (n = seeds that ran)", "",
@@ -94,13 +103,9 @@ def phantom(d: Path) -> list[str]:
         lines.append(f"| {m} | {best} | {table[best][0]:.3f} | {ms(test)} (n={len(test)}) | "
                      + (f"{other[0]}: {ms(table[other[0]][1])}" if other else "–") + f" | {met} | "
                      + ", ".join(f"{k} {statistics.mean(v):.2f}" for k, v in per.items()) + " |")
-    lines += ["", "Retrieval on the test split, Recall@K mean ± std over seeds (chance in brackets); "
-              "identical report texts are one gallery item.", "",
-              "| method | direction | R@1 | R@5 | R@10 | images / distinct reports |", "|---|---|---|---|---|---|"]
-    for m in METHODS:
-        for row in retrieval_rows(d, f"phantom_{m}", seeds):
-            lines.append(f"| {m} | {row} |")
-    return lines
+    return lines + retrieval_section(
+        d, "phantom", seeds, "Retrieval on the test split, Recall@K mean ± std over seeds (chance in brackets); "
+        "identical report texts are one gallery item.", "reports")
 
 
 def covid(d: Path) -> list[str]:
@@ -123,12 +128,9 @@ def covid(d: Path) -> list[str]:
                          f"{n['positive']} / {n['negative']}"
                          + (f" (excluded {r['results'][0]['n_excluded']})" if r['results'][0]['n_excluded'] else "")
                          + f" | {other[0]}: {ms(table[other[0]][1]) if other else '–'} |")
-    lines += ["", "Retrieval on covid_chestxray's test split (images with a note; shared notes are one item).", "",
-              "| method | direction | R@1 | R@5 | R@10 | images / distinct notes |", "|---|---|---|---|---|---|"]
-    for m in METHODS:
-        for row in retrieval_rows(d, f"covid_{m}", (0,)):
-            lines.append(f"| {m} | {row} |")
-    return lines
+    return lines + retrieval_section(
+        d, "covid", (0,), "Retrieval on covid_chestxray's test split (images with a note; shared notes are one item).",
+        "notes")
 
 
 def pairing(d: Path) -> list[str]:
@@ -148,12 +150,9 @@ def pairing(d: Path) -> list[str]:
         seen = r["protocol"]["prompts_seen_in_training"]
         lines.append(f"| {m} | {best} | {table[best][0]:.3f} | {auroc(r):.3f} {ci(r)} | {len(seen)} | "
                      + ", ".join(f"{v}: {ms(t)}" for v, (_, t) in table.items()) + " |")
-    lines += ["", "Retrieval on the paired test split (class-level only: a report belongs to another patient).", "",
-              "| method | direction | R@1 | R@5 | R@10 | images / distinct reports |", "|---|---|---|---|---|---|"]
-    for m in METHODS:
-        for row in retrieval_rows(d, f"pairing_{m}", (0,)):
-            lines.append(f"| {m} | {row} |")
-    return lines
+    return lines + retrieval_section(
+        d, "pairing", (0,), "Retrieval on the paired test split (class-level only: a report belongs to another "
+        "patient).", "reports")
 
 
 def main() -> None:
