@@ -71,10 +71,14 @@ def retrieval_rows(d: Path, stem: str, seeds) -> list[str]:
     return out
 
 
+def captioned_table(caption: str, columns: list[str]) -> list[str]:
+    """A caption, a blank line and the header of a Markdown table with these columns."""
+    return [caption, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 def retrieval_section(d: Path, prefix: str, seeds, caption: str, items: str) -> list[str]:
     """The Recall@K table of every method's ``{prefix}_{method}`` runs, under ``caption``."""
-    lines = ["", caption, "",
-             f"| method | direction | R@1 | R@5 | R@10 | images / distinct {items} |", "|---|---|---|---|---|---|"]
+    lines = ["", *captioned_table(caption, ["method", "direction", "R@1", "R@5", "R@10", f"images / distinct {items}"])]
     for m in METHODS:
         lines += [f"| {m} | {row} |" for row in retrieval_rows(d, f"{prefix}_{m}", seeds)]
     return lines
@@ -83,10 +87,10 @@ def retrieval_section(d: Path, prefix: str, seeds, caption: str, items: str) -> 
 def phantom(d: Path) -> list[str]:
     seeds = (0, 1, 2)
     lines = ["### Phantom (templated reports with negations), pre-training seeds 0-2 (n = seeds that ran)", "",
-             "Zero-shot macro AUROC over the 5 findings on the test split (mean ± std over seeds); "
-             "scoring chosen on val. Target >= 0.65.", "",
-             "| method | scoring (val choice) | val AUROC | test AUROC | other scoring, test | target met | per-label test (chosen) |",
-             "|---|---|---|---|---|---|---|"]
+             *captioned_table("Zero-shot macro AUROC over the 5 findings on the test split (mean ± std over seeds); "
+                              "scoring chosen on val. Target >= 0.65.",
+                              ["method", "scoring (val choice)", "val AUROC", "test AUROC", "other scoring, test",
+                               "target met", "per-label test (chosen)"])]
     for m in METHODS:
         best, table = choose(d, f"phantom_{m}", seeds, ["posneg", "cosine"])
         if best is None:
@@ -110,11 +114,11 @@ def phantom(d: Path) -> list[str]:
 
 def covid(d: Path) -> list[str]:
     lines = ["### covid_chestxray clinical notes, pre-trained end to end (1 seed)", "",
-             "Zero-shot COVID-19 vs other: AUROC with a 95 % bootstrap interval; scoring chosen on each "
-             "set's own val split. covid_radiography: its test split minus the rows marked as copies of "
-             "covid_chestxray images (covid_chestxray_match).", "",
-             "| method | test set | scoring (val choice) | val AUROC | test AUROC [95 % CI] | positives / negatives | other scoring, test |",
-             "|---|---|---|---|---|---|---|"]
+             *captioned_table("Zero-shot COVID-19 vs other: AUROC with a 95 % bootstrap interval; scoring chosen on "
+                              "each set's own val split. covid_radiography: its test split minus the rows marked as "
+                              "copies of covid_chestxray images (covid_chestxray_match).",
+                              ["method", "test set", "scoring (val choice)", "val AUROC", "test AUROC [95 % CI]",
+                               "positives / negatives", "other scoring, test"])]
     for m in METHODS:
         for stem, name in ((f"covid_{m}", "covid_chestxray test"), (f"covidrad_{m}", "covid_radiography test − copies")):
             best, table = choose(d, stem, (0,), ["posneg", "cosine"])
@@ -135,11 +139,12 @@ def covid(d: Path) -> list[str]:
 
 def pairing(d: Path) -> list[str]:
     lines = ["### Real images + label-matched real Open-i reports (our experiment, 1 seed)", "",
-             "covid_radiography images, each paired with a real Open-i report whose labeller findings match "
-             "its class; zero-shot COVID-19 vs normal on the held-out test images. Prompt file and scoring "
-             "chosen on val; `seen` = prompts that occur as a sentence of the training reports.", "",
-             "| method | prompts + scoring (val choice) | val AUROC | test AUROC [95 % CI] | seen | all four on test (prompts/scoring) |",
-             "|---|---|---|---|---|---|"]
+             *captioned_table("covid_radiography images, each paired with a real Open-i report whose labeller "
+                              "findings match its class; zero-shot COVID-19 vs normal on the held-out test images. "
+                              "Prompt file and scoring chosen on val; `seen` = prompts that occur as a sentence of "
+                              "the training reports.",
+                              ["method", "prompts + scoring (val choice)", "val AUROC", "test AUROC [95 % CI]", "seen",
+                               "all four on test (prompts/scoring)"])]
     variants = [f"{s}_{p}" for p in ("default", "openi_pairing") for s in ("posneg", "cosine")]
     for m in METHODS:
         best, table = choose(d, f"pairing_{m}", (0,), variants)
