@@ -29,6 +29,13 @@ ClinicalBERT; 0 freezes it entirely (LiT-style), -1 trains all of it. Its weight
 the method, so checkpoints hold them (about 90 MB for MiniLM) and a run's ``encode_text`` needs
 nothing else. Both sides end in a projection head (the config's ``proj_*``) to ``proj_dim``.
 
+Text per step (training only; evaluation and ``encode_text`` always read the whole text):
+``text_sentences`` = 0 (default) uses the whole report; k > 0 draws k of its sentences afresh
+each step (ConVIRT samples one sentence; our option, off by default), seeded by (step, row) so a
+resumed run draws the same ones. ``dedupe_texts`` (default on, our choice): pairs whose texts
+are identical (a report shared by several images, or the same sampled sentence) are removed from
+each other's softmax instead of being pushed apart as negatives.
+
 Loss: :func:`image_text_nce`, symmetric InfoNCE over the (DDP-gathered) batch with optional soft
 targets, removed negatives, skipped pairs and a per-image logit weight (MaCo's correlation
 weight). Temperature: CLIP's learnable one initialised at 0.07.
@@ -36,15 +43,17 @@ weight). Temperature: CLIP's learnable one initialised at 0.07.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cxrcl.errors import CxrclError
-from cxrcl.losses.gather import gather_with_grad
+from cxrcl.losses.gather import gather_with_grad, world_size
 from cxrcl.losses.info_nce import InfoNCELoss, contrast_pairs, per_sample_nce
 from cxrcl.methods.base import Method, MethodConfig
 from cxrcl.models.backbones import Encoded
@@ -63,6 +72,13 @@ class ImageTextConfig(MethodConfig):
     text_max_length: int = 128
     text_column: str = "report"
     report_sections: bool = True  # FINDINGS + IMPRESSION when present (False: the whole text)
+    text_sentences: int = 0  # > 0: train on that many sentences drawn from each report (ConVIRT: 1)
+    dedupe_texts: bool = True  # identical texts in a batch are not each other's negatives
+
+    def __post_init__(self):
+        if self.text_sentences < 0:
+            raise ValueError(f"text_sentences must be 0 (the whole report) or a sentence count, "
+                             f"got {self.text_sentences}")
 
 
 def report_text(raw: str, sections: bool = True) -> str:
@@ -75,6 +91,31 @@ def report_text(raw: str, sections: bool = True) -> str:
     s = extract_sections(raw)
     body = " ".join(p.strip() for p in (s.get("findings") or "", s.get("impression") or "") if p.strip())
     return body or " ".join(raw.split())
+
+
+def sample_sentences(text: str, k: int, seed: tuple[int, ...]) -> str:
+    """``k`` sentences of ``text`` drawn without replacement (kept in report order) by a
+    generator seeded with ``seed``; the whole text when it has at most ``k`` sentences."""
+    from cxrcl.text.reports import split_sentences
+
+    sentences = split_sentences(text)
+    if len(sentences) <= k:
+        return text
+    pick = np.sort(np.random.default_rng(list(seed)).choice(len(sentences), size=k, replace=False))
+    return " ".join(sentences[i] for i in pick)
+
+
+def duplicate_keys(texts: list[str], device, gather: bool = True) -> torch.Tensor | None:
+    """[n, N] bool: key j holds the same text as query i but is not i's own pair (N = the
+    gathered batch); None when no text repeats. Texts travel across ranks as 52-bit hashes."""
+    ids = torch.tensor([int(hashlib.blake2b(t.encode(), digest_size=8).hexdigest(), 16) % 2**52
+                        for t in texts], dtype=torch.float64, device=device)
+    ids_all = gather_with_grad(ids) if gather else ids
+    same = ids[:, None] == ids_all[None, :]
+    n = len(texts)
+    offset = (torch.distributed.get_rank() * n) if gather and world_size() > 1 else 0
+    same[torch.arange(n, device=device), offset + torch.arange(n, device=device)] = False
+    return same if bool(same.any()) else None
 
 
 def _text_layers(model: nn.Module) -> tuple[nn.Module | None, list[nn.Module]]:
@@ -244,8 +285,16 @@ class ImageTextMethod(Method):
         if len(raw) != n:
             raise ValueError(f"{len(raw)} reports for a batch of {n} images")
         texts = [report_text(t, c.report_sections) for t in raw]
+        if c.text_sentences and self.training:  # a function of (step, row): resumes exactly
+            texts = [sample_sentences(t, c.text_sentences, (self.step, int(r)))
+                     for t, r in zip(texts, self.batch_rows, strict=True)]
         valid = torch.tensor([bool(t.strip()) for t in texts], device=device)
         return texts, valid
+
+    def text_exclusions(self, texts: list[str], device) -> torch.Tensor | None:
+        """Keys to remove from each query's softmax: other pairs with the same text (when
+        ``dedupe_texts``), so a repeated report or sentence is never pushed away from itself."""
+        return duplicate_keys(texts, device) if self.config.dedupe_texts else None
 
     def _check_dataset(self, dataset) -> None:
         key = str(dataset.root)
@@ -272,7 +321,8 @@ class ImageTextMethod(Method):
         texts, valid = self.batch_reports(images.shape[0], images.device)
         zi, _ = self.image_features(images)
         zt, _ = self.text_features(texts)
-        loss = image_text_nce(zi, zt, self.criterion.temperature, valid=valid)
+        loss = image_text_nce(zi, zt, self.criterion.temperature, valid=valid,
+                              exclude=self.text_exclusions(texts, images.device))
         return loss, {"temperature": self.criterion.temperature.detach(),
                       "reports": valid.float().mean()}
 

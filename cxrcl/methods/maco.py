@@ -73,10 +73,13 @@ class MaCo(ImageTextMethod):
         self.correlation = CorrelationWeight(backbone.num_tokens)
 
     def contrastive_loss(self, z_image: torch.Tensor, z_text: torch.Tensor, visible: torch.Tensor,
-                         valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(correlation-weighted symmetric InfoNCE, the weights s [B]) of a masked batch."""
+                         valid: torch.Tensor | None = None, exclude: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(correlation-weighted symmetric InfoNCE, the weights s [B]) of a masked batch;
+        ``exclude`` removes keys (repeated texts) as in :func:`image_text_nce`."""
         s = self.correlation(visible_map(visible, self.backbone.num_tokens))
-        loss = image_text_nce(z_image, z_text, self.criterion.temperature, valid=valid, image_weight=s)
+        loss = image_text_nce(z_image, z_text, self.criterion.temperature, valid=valid, image_weight=s,
+                              exclude=exclude)
         return loss, s
 
     def training_step(self, images, generator):
@@ -84,7 +87,7 @@ class MaCo(ImageTextMethod):
         rec, enc, visible = masked_reconstruction(self.backbone, self.decoder, images, self.config, generator)
         z_image = F.normalize(self.image_proj(self.backbone.pool(enc)), dim=-1)  # visible tokens only
         z_text, _ = self.text_features(texts)
-        con, s = self.contrastive_loss(z_image, z_text, visible, valid)
+        con, s = self.contrastive_loss(z_image, z_text, visible, valid, self.text_exclusions(texts, images.device))
         loss = rec + self.config.lambda_contrastive * con
         return {"loss": loss, "reconstruction": rec.detach(), "contrastive": con.detach(),
                 "correlation_weight": s.detach().mean(), "temperature": self.criterion.temperature.detach(),

@@ -9,8 +9,11 @@ import torch
 from cxrcl.data.normalize import to_model_input
 from cxrcl.data.phantom import make_phantom
 from cxrcl.data.prepared import PreparedDataset
+from cxrcl.errors import CxrclError
 from cxrcl.losses.info_nce import info_nce
+from cxrcl.methods.image_text import image_text_nce, report_text
 from cxrcl.methods.registry import build_method
+from cxrcl.text.reports import split_sentences
 from tests.conftest import TINY_VIT
 from tests.methods.image_text_runs import FAST, pretrain_logs
 
@@ -54,3 +57,46 @@ def test_every_report_empty_is_one_error(phantom):
 def test_cli_loss_falls_on_the_phantom(phantom, tmp_path):
     losses = [r["loss"] for r in pretrain_logs("clip", phantom.root, tmp_path / "run")]
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
+
+
+def test_repeated_reports_are_not_each_others_negatives(phantom):
+    """Two images with the same report: each other's key is removed from the softmax (and only
+    that one), so the loss equals InfoNCE with that key excluded, not plain InfoNCE."""
+    torch.manual_seed(0)
+    m = build_method(f"clip:{FAST}", TINY_VIT, 32).eval()
+    ds = PreparedDataset(root=phantom.root / "repeat-view", images=phantom.images,
+                         meta=phantom.meta.copy(), info=phantom.info)
+    ds.meta.loc[3, "report"] = ds.meta.loc[0, "report"]
+    rows = np.arange(6)
+    m.set_batch_rows(rows, ds)
+    x = to_model_input(ds.images[rows], 32)
+    out = m.training_step(x, torch.Generator())
+    exclude = torch.zeros(6, 6, dtype=torch.bool)
+    exclude[0, 3] = exclude[3, 0] = True
+    with torch.no_grad():
+        zi, zt = m.encode_image(x), m.encode_text(m.batch_reports(6)[0])
+    t = m.temperature.detach()
+    torch.testing.assert_close(out["loss"].detach(), image_text_nce(zi, zt, t, exclude=exclude))
+    assert abs(float(out["loss"].detach()) - float(info_nce(zi, zt, t))) > 1e-4
+    plain = build_method(f"clip:{FAST}:dedupe_texts=false", TINY_VIT, 32).eval()
+    plain.load_state_dict(m.state_dict())
+    plain.set_batch_rows(rows, ds)
+    torch.testing.assert_close(plain.training_step(x, torch.Generator())["loss"].detach(), info_nce(zi, zt, t))
+
+
+def test_sentence_sampling_draws_whole_sentences_of_the_report_per_step(phantom):
+    m = build_method(f"clip:{FAST}:text_sentences=1", TINY_VIT, 32)
+    rows = np.arange(8)
+    m.set_batch_rows(rows, phantom)
+    full = [report_text(t) for t in phantom.texts("report", rows)]
+    m.set_progress(5, 100)
+    a = m.batch_reports(8)[0]
+    assert a == m.batch_reports(8)[0]  # the same step draws the same sentences (exact resume)
+    for got, report in zip(a, full, strict=True):
+        assert got in split_sentences(report) and len(split_sentences(got)) == 1
+    m.set_progress(6, 100)
+    assert m.batch_reports(8)[0] != a  # another step, other sentences
+    m.eval()
+    assert m.batch_reports(8)[0] == full  # evaluation reads the whole report
+    with pytest.raises(CxrclError, match="text_sentences"):
+        build_method(f"clip:{FAST}:text_sentences=-1", TINY_VIT, 32)

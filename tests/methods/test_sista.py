@@ -25,10 +25,11 @@ def phantom(tmp_path_factory):
 
 
 def _pair(spec):
-    """A SISTA model and a CLIP model holding the same weights (eval: no dropout)."""
+    """A SISTA model and a CLIP model holding the same weights (eval: no dropout). The CLIP model
+    keeps repeated reports as negatives (dedupe_texts=false): plain CLIP, which SISTA reduces to."""
     torch.manual_seed(0)
     sista = build_method(spec, TINY_VIT, 32).eval()
-    clip = build_method("clip", TINY_VIT, 32).eval()
+    clip = build_method("clip:dedupe_texts=false", TINY_VIT, 32).eval()
     missing, unexpected = clip.load_state_dict(sista.state_dict(), strict=False)
     assert not missing and all(k.split(".")[0] in ("word_q", "patch_k", "patch_v", "gate_q", "gate_k",
                                                     "gate_out", "sim_ema", "sim_updates") for k in unexpected)
