@@ -40,6 +40,14 @@ VARIANTS = {
     # a slower centre: DINO's 0.9 at 2 x 1,024 teacher outputs per step averages over ~20k
     # outputs; at 2 x 32 it averages over ~640, so the centre follows the current batch
     "cm0.99_150": ("dino:center_momentum=0.99", 150, []),
+    # cm0.99 fell (6.19 -> 4.41 by step 65) and then rose as the teacher spread out: at 150 steps
+    # a 0.996 teacher moves ~45 % of the way to the student, so it is still mostly its random
+    # start; a faster teacher (MoCo v3's 0.99) and/or a smaller lr
+    "cm0.99_m0.99_150": ("dino:center_momentum=0.99:momentum=0.99", 150, []),
+    "cm0.99_lr1e-4_150": ("dino:center_momentum=0.99", 150, ["--lr", "1e-4"]),
+    # DINOv2's (and so RAD-DINO's) centring: Sinkhorn-Knopp over the batch, no running centre
+    "sk_150": ("dino:centering=sinkhorn", 150, []),
+    "sk_m0.99_150": ("dino:centering=sinkhorn:momentum=0.99", 150, []),
 }
 
 
@@ -60,10 +68,12 @@ def run(name: str) -> dict:
         return sum(vals) / len(vals)
     first, last = rows[:4], rows[-4:]
     peak = max(rows, key=lambda r: r["loss"])
+    low = min(rows, key=lambda r: r["loss"])
     return {"spec": spec, "steps": steps, "extra_args": extra,
             "num_prototypes": int(spec.split("num_prototypes=")[1]) if "num_prototypes=" in spec else 1024,
             "loss_first20": mean("loss", first), "loss_last20": mean("loss", last),
             "loss_peak": peak["loss"], "loss_peak_step": peak["step"],
+            "loss_min": low["loss"], "loss_min_step": low["step"],
             "teacher_entropy_first20": mean("teacher_entropy", first),
             "teacher_entropy_last20": mean("teacher_entropy", last),
             "teacher_batch_entropy_last20": mean("teacher_batch_entropy", last),

@@ -18,6 +18,13 @@ fraction of the run and the EMA update runs at the start of each step -- both fu
 step, so a resumed run is exact. No last-layer freezing. Downstream, the teacher's backbone is
 the encoder (the paper evaluates the teacher).
 
+``centering=sinkhorn`` (our option; DINOv2's and so RAD-DINO's centring) replaces the running
+centre with 3 Sinkhorn-Knopp iterations over the batch's teacher outputs (lightly's
+``sinkhorn_knopp``): each prototype gets an equal share of the batch, so neither collapse (one
+prototype, or a uniform teacher) can happen through the centre; the loss is the same
+cross-entropy (:meth:`DINO.distillation_loss`, equal to lightly's ``DINOLoss`` given the same
+targets; tested).
+
 Small batches: the centre momentum 0.9 was set for 2 x 1,024 teacher outputs per step. At our
 batch sizes it follows the current batch, and the teacher collapses to uniform (loss -> ln K;
 see ``teacher_entropy`` in the logs and docs/methods/comcl.md). ``center_momentum=0.99`` avoided
@@ -31,7 +38,9 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from lightly.loss import DINOLoss
+from lightly.loss.capi_loss import sinkhorn_knopp
 from lightly.models.modules.heads import DINOProjectionHead
 
 from cxrcl.data.views import AugmentConfig, augment
@@ -54,8 +63,11 @@ class DINOConfig(MethodConfig):
     teacher_temp: tuple[float, float] = (0.04, 0.04)
     teacher_warmup: float = 0.3
     center_momentum: float = 0.9
+    centering: str = "mean"
 
     def __post_init__(self):
+        if self.centering not in ("mean", "sinkhorn"):
+            raise ValueError(f"centering must be mean (DINO's centre) or sinkhorn (DINOv2's), got {self.centering!r}")
         if self.local_crops < 0:
             raise ValueError(f"local_crops must be >= 0, got {self.local_crops}")
         if not 0 <= self.teacher_warmup <= 1:
@@ -102,18 +114,47 @@ class DINO(Method):
         with torch.no_grad():
             teacher = self.teacher(globals_).split(b)
         t = self.teacher_temp_now()
-        diagnostics = self.teacher_entropies(torch.cat(teacher), t)  # before the centre moves
-        loss = self.criterion(list(teacher), list(student), teacher_temp=t)
+        if self.config.centering == "sinkhorn":
+            targets = self.sinkhorn_targets(torch.cat(teacher), t)
+            diagnostics = self.target_entropies(targets)
+            loss = self.distillation_loss(list(targets.split(b)), list(student))
+        else:
+            diagnostics = self.teacher_entropies(torch.cat(teacher), t)  # before the centre moves
+            loss = self.criterion(list(teacher), list(student), teacher_temp=t)
         return {"loss": loss, "momentum": torch.tensor(m), "teacher_temp": torch.tensor(t), **diagnostics}
+
+    @staticmethod
+    @torch.no_grad()
+    def sinkhorn_targets(teacher: torch.Tensor, temp: float) -> torch.Tensor:
+        """DINOv2's centring: 3 Sinkhorn-Knopp iterations on teacher logits / temp over the
+        (DDP-gathered) batch of global crops, so every prototype gets an equal share of the batch
+        and no running centre is needed (lightly's ``sinkhorn_knopp``). [2B, K] -> rows sum to 1."""
+        with torch.autocast(device_type=teacher.device.type, enabled=False):
+            return sinkhorn_knopp(teacher.float()[:, None] / temp, iterations=3, gather_distributed=True)[:, 0]
+
+    def distillation_loss(self, targets: list[torch.Tensor], student: list[torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of the student's softmax (student_temp) against the teacher targets,
+        averaged over all (teacher view, student view) pairs of different views, in float32."""
+        with torch.autocast(device_type=student[0].device.type, enabled=False):
+            logp = [F.log_softmax(s.float() / self.config.student_temp, dim=-1) for s in student]
+            terms = [-(p * lp).sum(-1).mean() for i, p in enumerate(targets) for j, lp in enumerate(logp) if i != j]
+            return torch.stack(terms).mean()
 
     @torch.no_grad()
     def teacher_entropies(self, teacher: torch.Tensor, temp: float) -> dict[str, torch.Tensor]:
-        """Collapse diagnostics (nats; both at most ln K): ``teacher_entropy`` = mean entropy of
-        the teacher's centred, sharpened distribution per image (ln K: a uniform teacher, the
-        collapse that centring alone causes, and the loss can then not fall below ln K);
+        """:meth:`target_entropies` of DINO's centred, sharpened teacher softmax."""
+        return self.target_entropies(
+            torch.softmax((teacher.float() - self.criterion.center.reshape(1, -1)) / temp, dim=-1))
+
+    @staticmethod
+    @torch.no_grad()
+    def target_entropies(p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Collapse diagnostics of the teacher's targets ``p`` [2B, K] (nats; both at most ln K):
+        ``teacher_entropy`` = mean entropy per image (ln K: a uniform teacher, the collapse that
+        centring alone causes, and the loss can then not fall below ln K);
         ``teacher_batch_entropy`` = entropy of their batch mean (near 0: every image on one
         prototype, the collapse that sharpening alone causes)."""
-        p = torch.softmax((teacher.float() - self.criterion.center.reshape(1, -1)) / temp, dim=-1)
+        p = p.float()
         per_image = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
         mean = p.mean(0)
         return {"teacher_entropy": per_image, "teacher_batch_entropy": -(mean * mean.clamp_min(1e-12).log()).sum()}

@@ -91,3 +91,34 @@ def test_loss_falls_with_a_slow_centre_and_collapses_to_uniform_with_a_fast_one_
     assert sum(slow[-10:]) / 10 < 0.6 * slow[0]  # learns: about 3.6 -> 1.5
     fast = _toy_losses(0.9)  # DINO's 0.9 at a batch of 16: the centre follows the batch
     assert sum(fast[-10:]) / 10 > 0.9 * math.log(64)  # the loss of a uniform teacher
+
+
+def test_distillation_loss_is_lightlys_dino_loss_given_the_same_targets():
+    """The loss of centering=sinkhorn is DINO's cross-entropy: given the centred, sharpened
+    teacher softmax as targets it equals lightly's DINOLoss (2 global + 2 local views)."""
+    m = dino("dino:num_prototypes=64")
+    g = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(5, 64, generator=g) for _ in range(2)]
+    student = [torch.randn(5, 64, generator=g) for _ in range(4)]
+    m.criterion.center.normal_(generator=g)
+    targets = torch.softmax((torch.cat(teacher) - m.criterion.center.reshape(1, -1)) / 0.04, dim=-1)
+    mine = m.distillation_loss(list(targets.split(5)), student)
+    torch.testing.assert_close(mine, m.criterion(teacher, student, teacher_temp=0.04))
+
+
+def test_sinkhorn_targets_share_the_prototypes_equally_even_for_a_collapsed_teacher():
+    m = dino("dino:num_prototypes=16:centering=sinkhorn")
+    one = torch.zeros(32, 16)
+    one[:, 3] = 10.0  # every image prefers prototype 3: softmax centring alone would collapse
+    one += 0.1 * torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
+    p = m.sinkhorn_targets(one, 0.04)
+    torch.testing.assert_close(p.sum(1), torch.ones(32))
+    assert float(p.sum(0).min()) > 1.0 and float(p.sum(0).max()) < 3.0  # about 32 rows / 16 each
+    ent = m.target_entropies(p)
+    assert float(ent["teacher_batch_entropy"]) > 0.99 * math.log(16)
+    assert float(m.teacher_entropies(one, 0.04)["teacher_batch_entropy"]) < 0.01  # softmax: collapsed
+    out = m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+    assert float(m.criterion.center.abs().sum()) == 0.0  # no running centre in this mode
+    with pytest.raises(Exception, match="centering"):
+        dino("dino:centering=median")
