@@ -223,3 +223,16 @@ def test_bootstrap_auroc_matches_sklearn():
     yy, ss = y[0][:, None], s[0][:, None]
     lo, hi = bootstrap_ci(yy, ss)
     assert lo < roc_auc_score(y[0], s[0]) < hi
+
+
+@pytest.mark.parametrize("name", ["default", "report_style", "openi_pairing"])
+def test_shipped_prompt_files_load_and_cover_the_phantom_findings(name):
+    from cxrcl.data.phantom import FINDINGS
+    from cxrcl.evaluation.zeroshot import load_prompts
+    from tests.conftest import REPO
+
+    prompts = load_prompts(REPO / "configs" / "prompts" / f"{name}.yaml")
+    if name != "openi_pairing":
+        assert set(FINDINGS) <= set(prompts.labels)
+    for lp in prompts.labels.values():
+        assert lp.phrases and lp.positive and lp.negative
