@@ -12,7 +12,10 @@
 # comcl_mask_sp04 is the same with a tighter self-paced threshold; variants are compared on the
 # val split (clean, 100 % labels: `val_auroc_per_label` in the L0 JSON, comcl_tables.py).
 # covrad = covid_radiography (13,636 images, no masks: regions=saliency of the SimCLR run).
-# Usage: bash benchmarks/comcl_robustness.sh [phantom|covid|covrad] [WORK_DIR]
+# SEED=N (default 0) is the pre-training seed: seed 0 keeps the plain names (${SET}_${name}), other
+# seeds add _sN to the run and result names (the floors have no pre-training seed); comcl_tables.py
+# pools the seeds.
+# Usage: [SEED=N] bash benchmarks/comcl_robustness.sh [phantom|covid|covrad] [WORK_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -21,6 +24,8 @@ WORK=${2:-.bench-data/comcl}
 OUT=benchmarks/results/comcl
 BACKBONE=vit_tiny_patch16_224
 STEPS=${STEPS:-300}
+SEED=${SEED:-0}
+SFX=""; [ "$SEED" = 0 ] || SFX="_s$SEED"
 mkdir -p "$WORK/runs" "$OUT"
 case "$SET" in
   phantom) DATA=$WORK/phantom64; LABEL=all
@@ -31,7 +36,7 @@ case "$SET" in
            [ -f "$DATA/dataset.json" ] || "$CXRCL" data prepare npz ../shared/data/covid_radiography "$DATA" --size 64 ;;
   *) echo "unknown set $SET (phantom, covid or covrad)"; exit 2 ;;
 esac
-SAL=$WORK/runs/${SET}_simclr
+SAL=$WORK/runs/${SET}_simclr$SFX
 declare -A SPEC=(
   [simclr]="simclr"
   [mocov3]="mocov3"
@@ -42,23 +47,24 @@ declare -A SPEC=(
   [dino]="dino"
 )
 for name in ${METHODS:-simclr mocov3 comcl}; do
-  run=$WORK/runs/${SET}_${name}
+  run=$WORK/runs/${SET}_${name}$SFX
   if [ ! -f "$run/summary.json" ] || ! grep -q '"complete": true' "$run/summary.json"; then
     resume=""; [ -f "$run/config.yaml" ] && resume="--resume"
     "$CXRCL" pretrain "${SPEC[$name]}" --data "$DATA" --out "$run" --backbone "$BACKBONE" \
-      --image-size 64 --steps "$STEPS" --batch-size 32 --no-progress $resume
+      --image-size 64 --steps "$STEPS" --batch-size 32 --seed "$SEED" --no-progress $resume
   fi
-  cp "$run/summary.json" "$OUT/${SET}_${name}_summary.json"
-  cp "$run/metrics.jsonl" "$OUT/${SET}_${name}_metrics.jsonl"
+  cp "$run/summary.json" "$OUT/${SET}_${name}${SFX}_summary.json"
+  cp "$run/metrics.jsonl" "$OUT/${SET}_${name}${SFX}_metrics.jsonl"
 done
 for name in ${EVALS:-simclr mocov3 comcl random pixels}; do
+  sfx=$SFX
   case "$name" in
-    random) enc="random:$BACKBONE" ;;
-    pixels) enc=pixels ;;
-    *) enc=$WORK/runs/${SET}_${name} ;;
+    random) enc="random:$BACKBONE"; sfx="" ;;
+    pixels) enc=pixels; sfx="" ;;
+    *) enc=$WORK/runs/${SET}_${name}$SFX ;;
   esac
   for level in ${LEVELS:-0 1 2 3}; do
-    out=$OUT/${SET}_${name}_L${level}.json
+    out=$OUT/${SET}_${name}${sfx}_L${level}.json
     [ -f "$out" ] || "$CXRCL" eval linear --run "$enc" --data "$DATA" --label "$LABEL" \
       --fractions 0.1,1.0 --seeds 3 --degrade-test "$level" --image-size 64 --out "$out"
   done

@@ -4,6 +4,9 @@ Reads ``benchmarks/results/comcl/{SET}_{NAME}_L{LEVEL}.json`` (``cxrcl eval line
 and writes ``{SET}_robustness.json``: per encoder and label fraction, the test AUROC (mean and
 std over the 3 label-sample seeds) on clean images (level 0) and at levels 1-3, and the drop
 clean - degraded; the clean val AUROC at 100 % labels (for choosing variants); plus the first and last logged pre-training loss of each run.
+Runs of other pre-training seeds are named ``{NAME}_s{N}`` (seed 0 has no suffix); ``pooled``
+holds, per encoder with more than one seed, the mean and std over pre-training seeds of the
+per-seed mean AUROC and drop.
 
 Usage: python benchmarks/comcl_tables.py phantom
 """
@@ -11,6 +14,8 @@ Usage: python benchmarks/comcl_tables.py phantom
 from __future__ import annotations
 
 import json
+import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -48,13 +53,42 @@ def summarise(name: str) -> dict:
             entry["loss_first10_last10_mean"] = [sum(losses[:10]) / len(losses[:10]),
                                                  sum(losses[-10:]) / len(losses[-10:])]
         out["encoders"][enc] = entry
+    out["pooled"] = pool_seeds(out["encoders"])
     return out
 
 
-def table(summary: dict, frac: str) -> str:
+def pool_seeds(encoders: dict) -> dict:
+    """Encoders run with several pre-training seeds (``simclr``, ``simclr_s1``, ...): per
+    fraction and level, mean and std (ddof 1) over seeds of the label-seed mean AUROC and drop."""
+    groups: dict = {}
+    for enc in encoders:
+        base = re.sub(r"_s\d+$", "", enc)
+        groups.setdefault(base, []).append(enc)
+    pooled = {}
+    for base, members in groups.items():
+        if len(members) < 2:
+            continue
+        rows: dict = {}
+        for frac in encoders[members[0]]["auroc"]:
+            for level in ("L0", "L1", "L2", "L3"):
+                got = [encoders[m]["auroc"].get(frac, {}).get(level) for m in members]
+                if any(g is None for g in got):
+                    continue
+                cell = {"auroc_mean": statistics.mean(g["auroc_mean"] for g in got),
+                        "auroc_std": statistics.stdev(g["auroc_mean"] for g in got),
+                        "n_pretrain_seeds": len(got)}
+                if level != "L0":
+                    cell["drop"] = statistics.mean(g["drop"] for g in got)
+                    cell["drop_std"] = statistics.stdev(g["drop"] for g in got)
+                rows.setdefault(frac, {})[level] = cell
+        pooled[base] = {"members": members, "auroc": rows}
+    return pooled
+
+
+def table(summary: dict, frac: str, key: str = "encoders") -> str:
     lines = ["| encoder | clean | L1 | L2 | L3 | drop L1 | drop L2 | drop L3 |",
              "|---|---|---|---|---|---|---|---|"]
-    for enc, e in summary["encoders"].items():
+    for enc, e in summary[key].items():
         lv = e["auroc"].get(frac, {})
         if "L0" not in lv:
             continue
@@ -72,6 +106,10 @@ if __name__ == "__main__":
     for frac in ("0.1", "1.0"):
         print(f"\n{name}, {float(frac):.0%} labels (test AUROC, mean ± std over 3 label seeds)\n")
         print(table(s, frac))
+        if s["pooled"]:
+            print(f"\npooled over pre-training seeds (mean ± std over seeds of the label-seed means), "
+                  f"{float(frac):.0%} labels\n")
+            print(table(s, frac, "pooled"))
     print("\nclean val AUROC at 100 % labels (for choosing variants): "
           + ", ".join(f"{enc} {e['val_auroc_clean_100']:.3f}" for enc, e in s["encoders"].items()
                       if "val_auroc_clean_100" in e))
