@@ -48,6 +48,10 @@ VARIANTS = {
     # DINOv2's (and so RAD-DINO's) centring: Sinkhorn-Knopp over the batch, no running centre
     "sk_150": ("dino:centering=sinkhorn", 150, []),
     "sk_m0.99_150": ("dino:centering=sinkhorn:momentum=0.99", 150, []),
+    # Sinkhorn shares the batch's 2 x 32 teacher outputs equally over the K prototypes: with
+    # K = 1024 >> 64 every target is spread thin (sk_150 stayed at ln K); fewer prototypes
+    "sk_k64_150": ("dino:centering=sinkhorn:num_prototypes=64", 150, []),
+    "cm0.99_k64_150": ("dino:center_momentum=0.99:num_prototypes=64", 150, []),
 }
 
 
