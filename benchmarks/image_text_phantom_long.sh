@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Does a longer CLIP run reach the phantom zero-shot target (issue 10: macro AUROC >= 0.65)?
-# The recipe of benchmarks/image_text_eval.sh (its configs/clip.yaml: BPE text tower from the
+# Does a longer image-report run reach the phantom zero-shot target (issue 10: macro AUROC >= 0.65)?
+# The method's recipe of benchmarks/image_text_eval.sh (its configs/METHOD.yaml: BPE text tower from the
 # Open-i reports, ViT-Tiny 8 px patches depth 4 at 64 px, batch 32) at STEPS (default 1000,
 # 6.7x the 150 of that script), scored on the VAL split (both scorings, both prompt files); TEST
 # scores the variant chosen there once on the test split.
-# SPEC (default clip) adds method settings to that recipe, e.g. SPEC=clip:text_sentences=1
-# (ConVIRT's one sampled sentence per report and step); NAME names the variant (default clip).
+# SPEC (default clip) names the method (clip, sista, maco) and adds settings to its recipe, e.g.
+# SPEC=clip:text_sentences=1 (ConVIRT's one sampled sentence per report and step); NAME names the
+# variant (default clip).
 # Needs benchmarks/image_text_eval.sh to have made its phantom and configs first.
 # SEED=N (default 0): the pre-training seed (other seeds add _sN to the names).
-# Usage: [STEPS=1000] [SPEC=clip:KEY=VALUE NAME=VARIANT] [SEED=N] [TEST="PROMPTS SCORING"] bash benchmarks/clip_phantom_long.sh
+# Usage: [STEPS=1000] [SPEC=METHOD:KEY=VALUE NAME=VARIANT] [SEED=N] [TEST="PROMPTS SCORING"] bash benchmarks/image_text_phantom_long.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${WORK:-.bench-data/image_text}
@@ -21,7 +22,7 @@ SEED=${SEED:-0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$OUT"
 run=.bench-data/it_long/${NAME}_$STEPS
-[ -f "$run/summary.json" ] || .venv/bin/cxrcl pretrain "$SPEC" --config "$W/configs/clip.yaml" --data "$W/phantom64" \
+[ -f "$run/summary.json" ] || .venv/bin/cxrcl pretrain "$SPEC" --config "$W/configs/${SPEC%%:*}.yaml" --data "$W/phantom64" \
   --out "$run" --backbone vit_tiny_patch16_224:patch_size=8:depth=4 --steps "$STEPS" --seed "$SEED" --batch-size 32 \
   --no-progress --log-every 50
 cp "$run/summary.json" "$OUT/${NAME}_${STEPS}_summary.json"
