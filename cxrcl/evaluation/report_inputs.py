@@ -158,29 +158,29 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> Inputs:
             seen.add(key)
             found.explains.append((d, load_explain(d)))
 
-    for item in inputs:
-        p = Path(item)
-        if not p.exists():
-            raise CxrclError(f"{p} does not exist: give eval/bench JSON files, run directories or "
-                             "`cxrcl explain` folders")
+    def add_any(p: Path, explicit: bool) -> bool:
+        """Add a JSON file, a run or an explain folder; False for anything else."""
         if p.is_file():
-            add_file(p, explicit=True)
+            add_file(p, explicit=explicit)
         elif _is_run_dir(p):
             add_run(p)
         elif is_explain_dir(p):
             add_explain(p)
         else:
+            return False
+        return True
+
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise CxrclError(f"{p} does not exist: give eval/bench JSON files, run directories or "
+                             "`cxrcl explain` folders")
+        if not add_any(p, explicit=True):
             before = (len(found.evals), len(found.benches), len(found.runs), len(found.explains))
             for child in sorted(p.iterdir()):
                 if child.name.startswith("."):
                     continue
-                if child.is_file():
-                    add_file(child, explicit=False)
-                elif _is_run_dir(child):
-                    add_run(child)
-                elif is_explain_dir(child):
-                    add_explain(child)
-                elif child.is_dir():
+                if not add_any(child, explicit=False) and child.is_dir():
                     found.skipped.append((child, "directory without summary.json or metrics.jsonl"))
             if (len(found.evals), len(found.benches), len(found.runs), len(found.explains)) == before:
                 raise CxrclError(f"{p} holds no eval or bench JSON and no run directory "
