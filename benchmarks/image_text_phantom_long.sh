@@ -8,6 +8,7 @@
 # SPEC=clip:text_sentences=1 (ConVIRT's one sampled sentence per report and step); NAME names the
 # variant (default clip).
 # Needs benchmarks/image_text_eval.sh to have made its phantom and configs first.
+# EXTRA: more `cxrcl pretrain` arguments (e.g. "--lr 3e-4"; name the variant with NAME).
 # SEED=N (default 0): the pre-training seed (other seeds add _sN to the names).
 # Usage: [STEPS=1000] [SPEC=METHOD:KEY=VALUE NAME=VARIANT] [SEED=N] [TEST="PROMPTS SCORING"] bash benchmarks/image_text_phantom_long.sh
 set -euo pipefail
@@ -24,7 +25,7 @@ mkdir -p "$OUT"
 run=.bench-data/it_long/${NAME}_$STEPS
 [ -f "$run/summary.json" ] || .venv/bin/cxrcl pretrain "$SPEC" --config "$W/configs/${SPEC%%:*}.yaml" --data "$W/phantom64" \
   --out "$run" --backbone vit_tiny_patch16_224:patch_size=8:depth=4 --steps "$STEPS" --seed "$SEED" --batch-size 32 \
-  --no-progress --log-every 50
+  --no-progress --log-every 50 ${EXTRA:-}
 cp "$run/summary.json" "$OUT/${NAME}_${STEPS}_summary.json"
 cp "$run/metrics.jsonl" "$OUT/${NAME}_${STEPS}_metrics.jsonl"
 for sc in cosine posneg; do
