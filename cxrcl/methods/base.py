@@ -24,6 +24,7 @@ from torch import nn
 from cxrcl.data.views import AugmentConfig
 from cxrcl.models.backbones import TokenBackbone
 from cxrcl.models.heads import projection_head
+from cxrcl.models.momentum import momentum_at
 
 
 @dataclass(frozen=True)
@@ -100,3 +101,13 @@ class Method(nn.Module):
     def encoder(self) -> TokenBackbone:
         """The network a downstream task uses (``pool(encode(embed(x)))``)."""
         return self.backbone
+
+
+class MomentumMethod(Method):
+    """A method with a momentum (EMA) encoder (MoCo v3, DINO, CoMCL): its config has
+    ``momentum`` (the start rate) and ``momentum_schedule``; the rate rises to 1 over the run."""
+
+    def momentum_now(self) -> float:
+        """The EMA rate of this step, a pure function of the step (so ``--resume`` is exact)."""
+        c = self.config
+        return momentum_at(self.step, self.total_steps, c.momentum, 1.0, c.momentum_schedule)

@@ -45,8 +45,8 @@ from cxrcl.data.regions import SOURCES, crop_patches, place_patches, region_sour
 from cxrcl.data.views import AugmentConfig, augment
 from cxrcl.errors import CxrclError
 from cxrcl.losses.self_paced import FORMS, self_paced_lambda, self_paced_weights, weighted_mean
-from cxrcl.methods.base import Method, MethodConfig
-from cxrcl.models.momentum import KeyQueue, MomentumCopy, momentum_at
+from cxrcl.methods.base import MethodConfig, MomentumMethod
+from cxrcl.models.momentum import KeyQueue, MomentumCopy
 
 PATCH_AUGMENT = AugmentConfig(crop_area=(0.6, 1.0), blur_p=0.0, noise_std=(0.0, 0.0))
 
@@ -85,7 +85,7 @@ class CoMCLConfig(MethodConfig):
             raise ValueError("queue_size must be >= 1 and momentum in [0, 1]")
 
 
-class CoMCL(Method):
+class CoMCL(MomentumMethod):
     name = "comcl"
     config_class = CoMCLConfig
 
@@ -97,10 +97,6 @@ class CoMCL(Method):
         self._regions = None  # built on first use (it may need the data set or another run)
 
     # ------------------------------------------------------------------ schedules (pure in step)
-    def momentum_now(self) -> float:
-        c = self.config
-        return momentum_at(self.step, self.total_steps, c.momentum, 1.0, c.momentum_schedule)
-
     def lambda_now(self) -> float:
         """The self-paced threshold of this step, in loss units."""
         c = self.config

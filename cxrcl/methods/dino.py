@@ -44,9 +44,9 @@ from lightly.loss.capi_loss import sinkhorn_knopp
 from lightly.models.modules.heads import DINOProjectionHead
 
 from cxrcl.data.views import AugmentConfig, augment
-from cxrcl.methods.base import Method, MethodConfig
+from cxrcl.methods.base import MethodConfig, MomentumMethod
 from cxrcl.models.backbones import TokenBackbone
-from cxrcl.models.momentum import MomentumCopy, momentum_at
+from cxrcl.models.momentum import MomentumCopy
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class DINOConfig(MethodConfig):
             raise ValueError(f"teacher_warmup must be a fraction of the run in [0, 1], got {self.teacher_warmup}")
 
 
-class DINO(Method):
+class DINO(MomentumMethod):
     name = "dino"
     config_class = DINOConfig
 
@@ -94,10 +94,6 @@ class DINO(Method):
         c = self.config
         return DINOProjectionHead(self.backbone.dim, c.proj_hidden_dim, c.bottleneck_dim,
                                   c.num_prototypes, batch_norm=c.proj_batch_norm)
-
-    def momentum_now(self) -> float:
-        c = self.config
-        return momentum_at(self.step, self.total_steps, c.momentum, 1.0, c.momentum_schedule)
 
     def teacher_temp_now(self) -> float:
         start, end = self.config.teacher_temp

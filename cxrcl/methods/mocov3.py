@@ -21,9 +21,9 @@ import torch
 
 from cxrcl.data.views import augment
 from cxrcl.losses.info_nce import info_nce
-from cxrcl.methods.base import AugmentedViewsConfig, Method
+from cxrcl.methods.base import AugmentedViewsConfig, MomentumMethod
 from cxrcl.models.heads import projection_head
-from cxrcl.models.momentum import MomentumCopy, momentum_at
+from cxrcl.models.momentum import MomentumCopy
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class MoCoV3Config(AugmentedViewsConfig):
     momentum_schedule: str = "cosine"
 
 
-class MoCoV3(Method):
+class MoCoV3(MomentumMethod):
     name = "mocov3"
     config_class = MoCoV3Config
 
@@ -44,10 +44,6 @@ class MoCoV3(Method):
         self.predictor = projection_head(c.proj_dim, c.proj_hidden_dim, c.proj_dim, 2, c.proj_batch_norm)
         self.key_encoder = MomentumCopy(self.backbone, self.head)
         self.augment_config = c.augment_config()
-
-    def momentum_now(self) -> float:
-        c = self.config
-        return momentum_at(self.step, self.total_steps, c.momentum, 1.0, c.momentum_schedule)
 
     def training_step(self, images, generator):
         m = self.momentum_now()
