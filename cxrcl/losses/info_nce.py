@@ -28,15 +28,10 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from cxrcl.losses.gather import gather_with_grad
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+from cxrcl.losses.gather import gather_with_grad, rank
 
 
 def info_nce(
@@ -94,7 +89,7 @@ def contrast_pairs(q: torch.Tensor, k: torch.Tensor, temperature: float | torch.
     k = F.normalize(k.float(), dim=-1)
     n = q.shape[0]
     q_all, k_all = (gather_with_grad(q), gather_with_grad(k)) if gather else (q, k)
-    offset = _rank() * n if q_all.shape[0] != n else 0
+    offset = rank() * n if q_all.shape[0] != n else 0
     pos = torch.arange(n, device=q.device) + offset
     return Pairs(temperature, q, k, q_all, k_all, pos)
 

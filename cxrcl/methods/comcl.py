@@ -116,8 +116,8 @@ class CoMCL(MomentumMethod):
         c = self.config
         if c.regions == "none":
             return torch.zeros(images.shape[0], *images.shape[-2:], device=images.device)
-        if self._regions is None:
-            self._regions = region_source(c.regions, self.dataset, c.region_run, c.region_quantile)
+        if self._regions is None:  # built outside pretrain (which calls check_data first)
+            self.check_data(self.dataset)
         return self._regions.maps(images, self.batch_rows)
 
     def views(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrcl.errors import CxrclError
-from cxrcl.losses.gather import gather_with_grad, world_size
+from cxrcl.losses.gather import gather_with_grad, rank
 from cxrcl.losses.info_nce import InfoNCELoss, contrast_pairs, per_sample_nce
 from cxrcl.methods.base import Method, MethodConfig
 from cxrcl.models.backbones import Encoded
@@ -113,7 +113,7 @@ def duplicate_keys(texts: list[str], device, gather: bool = True) -> torch.Tenso
     ids_all = gather_with_grad(ids) if gather else ids
     same = ids[:, None] == ids_all[None, :]
     n = len(texts)
-    offset = (torch.distributed.get_rank() * n) if gather and world_size() > 1 else 0
+    offset = rank() * n if ids_all.shape[0] != n else 0  # as contrast_pairs places the positives
     same[torch.arange(n, device=device), offset + torch.arange(n, device=device)] = False
     return same if bool(same.any()) else None
 

@@ -44,8 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrcl.errors import CxrclError
-from cxrcl.losses.gather import gather_with_grad
-from cxrcl.losses.info_nce import _rank
+from cxrcl.losses.gather import gather_with_grad, rank
 from cxrcl.methods.image_text import ImageTextConfig, ImageTextMethod, image_text_nce
 from cxrcl.text.reports import clean_report
 
@@ -152,7 +151,7 @@ class SISTA(ImageTextMethod):
                 self.similarity(texts, valid.device)
             e_all = gather_with_grad(e)
             valid_all = gather_with_grad(valid.float()).bool()
-            offset = _rank() * n if e_all.shape[0] != n else 0
+            offset = rank() * n if e_all.shape[0] != n else 0
             o = self.running_mean(e_all @ e_all.T, valid_all)
             s = (e @ e_all.T - o) / (1 - o).clamp_min(1e-6)
             own = torch.zeros_like(s, dtype=torch.bool)
