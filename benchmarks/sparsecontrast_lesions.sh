@@ -5,8 +5,11 @@
 # overlay montages (copied to docs/methods/figures/). Variants:
 #   sc05    the paper's setting: predictor trained by the contrastive loss (ViT-Tiny/16, 4x4 tokens)
 #   dense   SimCLR (= sparsecontrast keep 1.0) explained by attention rollout
-#   rarity  + our rarity target (rarity_weight=1), ViT-Tiny with 8 px patches (8x8 tokens)
-# Usage: bash benchmarks/sparsecontrast_lesions.sh [WORK_DIR]        (~15 min on 2 CPU cores)
+#   rarity  + our rarity target (rarity_weight=1) with statistics over the views (rarity_frame=view,
+#           its first version), ViT-Tiny with 8 px patches (8x8 tokens)
+#   rarity_img  the same with statistics over the original images, carried into each view by its
+#           sampling grid (rarity_frame=image, the default)
+# Usage: [ONLY="name ..."] bash benchmarks/sparsecontrast_lesions.sh [WORK_DIR]   (~20 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -20,10 +23,12 @@ mkdir -p "$WORK/runs" "$OUT" "$FIG"
 VARIANTS=(
   "sc05|sparsecontrast:keep_ratio=0.5|vit_tiny_patch16_224|$STEPS|64"
   "dense|sparsecontrast:keep_ratio=1.0|vit_tiny_patch16_224|$STEPS|64"
-  "rarity|sparsecontrast:keep_ratio=0.5:rarity_weight=1|vit_tiny_patch16_224:patch_size=8|300|32"
+  "rarity|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=view|vit_tiny_patch16_224:patch_size=8|300|32"
+  "rarity_img|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=image|vit_tiny_patch16_224:patch_size=8|300|32"
 )
 for v in "${VARIANTS[@]}"; do
   IFS='|' read -r name spec backbone steps batch <<<"$v"
+  [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $name "* ]] || continue
   run="$WORK/runs/phantom_${name}"
   [ -f "$run/summary.json" ] || "$CXRCL" pretrain "$spec" --data "$WORK/phantom64" --out "$run" \
     --backbone "$backbone" --steps "$steps" --batch-size "$batch" --no-progress

@@ -45,7 +45,14 @@ class AugmentConfig:
     noise_std: tuple[float, float] = (0.0, 0.04)
 
 
-def random_resized_crop(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+def warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Resample ``x`` [B, C, S, S] on a sampling ``grid`` from :func:`random_crop_grid`."""
+    # padding_mode="border": a rotated corner repeats the edge instead of inventing black
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_crop_grid(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """The sampling grid [B, S, S, 2] of one random resized crop + rotation per sample."""
     b, dev = x.shape[0], x.device
     area = _uniform(b, *cfg.crop_area, g, dev)
     log_r = _uniform(b, math.log(cfg.aspect[0]), math.log(cfg.aspect[1]), g, dev)
@@ -58,9 +65,7 @@ def random_resized_crop(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator)
     cos, sin = th.cos(), th.sin()
     theta = torch.stack([torch.stack([sx * cos, -sy * sin, tx], 1),
                          torch.stack([sx * sin, sy * cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    # padding_mode="border": a rotated corner repeats the edge instead of inventing black
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -91,8 +96,16 @@ def intensity_jitter(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) ->
 
 def augment(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
     """One CXR-safe random view of a normalised batch [B, 1, S, S]."""
+    return augment_with_grid(x, g, cfg)[0]
+
+
+def augment_with_grid(x: torch.Tensor, g: torch.Generator,
+                      cfg: AugmentConfig = AugmentConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment`, and the view's sampling grid, so a map over the original image can be
+    carried into the view with :func:`warp` (the same random draws as :func:`augment`)."""
     b, dev = x.shape[0], x.device
-    x = random_resized_crop(x, cfg, g)
+    grid = random_crop_grid(x, cfg, g)
+    x = warp(x, grid)
     x = intensity_jitter(x, cfg, g)
     if cfg.blur_p > 0:
         on = torch.rand(b, generator=g, device=dev) < cfg.blur_p
@@ -100,7 +113,7 @@ def augment(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig = AugmentCon
         if bool(on.any()):
             x = gaussian_blur(x, sigma)
     noise = _uniform(b, *cfg.noise_std, g, dev).view(b, 1, 1, 1) / STD
-    return x + noise * torch.randn(x.shape, generator=g, device=dev, dtype=x.dtype)
+    return x + noise * torch.randn(x.shape, generator=g, device=dev, dtype=x.dtype), grid
 
 
 # ----------------------------------------------------------------------------- partitions

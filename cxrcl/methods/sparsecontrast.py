@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cxrcl.data.views import augment
+from cxrcl.data.views import augment, augment_with_grid, warp
 from cxrcl.losses.info_nce import InfoNCELoss
 from cxrcl.methods.base import AugmentedViewsConfig, Method
 from cxrcl.models.backbones import ViTBackbone
@@ -43,7 +43,9 @@ from cxrcl.models.saliency import (
     SaliencyPredictor,
     SparseEncoder,
     patchify,
+    pixel_z2,
     rarity_target,
+    top_fraction,
     scheduled_keep_ratio,
     sparsity_loss,
 )
@@ -61,6 +63,7 @@ class SparseContrastConfig(AugmentedViewsConfig):
     predictor_hidden: int | None = None
     rarity_weight: float = 0.0       # our addition: distil positional atypicality (ViT only)
     rarity_momentum: float = 0.99
+    rarity_frame: str = "image"      # statistics over the original images (image) or the views (view)
 
     def __post_init__(self):
         if not 0 < self.keep_ratio <= 1:
@@ -73,6 +76,8 @@ class SparseContrastConfig(AugmentedViewsConfig):
             raise ValueError("sparsity_weight, noise and rarity_weight must be >= 0")
         if not 0 <= self.rarity_momentum < 1:
             raise ValueError(f"rarity_momentum must be in [0, 1), got {self.rarity_momentum}")
+        if self.rarity_frame not in ("image", "view"):
+            raise ValueError(f"rarity_frame must be image or view, got {self.rarity_frame!r}")
 
 
 def default_prune_at(backbone) -> int:
@@ -130,6 +135,11 @@ class SparseContrast(Method):
         return torch.cat([augment(images, generator, self.augment_config),
                           augment(images, generator, self.augment_config)])
 
+    def views_and_grids(self, images: torch.Tensor, generator: torch.Generator):
+        """:meth:`views` (the same random draws) and each view's sampling grid [2B, S, S, 2]."""
+        (v1, g1), (v2, g2) = (augment_with_grid(images, generator, self.augment_config) for _ in range(2))
+        return torch.cat([v1, v2]), torch.cat([g1, g2])
+
     def pruned(self, x: torch.Tensor, keep_ratio: float | None = None,
                generator: torch.Generator | None = None) -> Pruned:
         """A pass at ``keep_ratio`` (default: the target); the predictor's logits and keep set."""
@@ -140,7 +150,8 @@ class SparseContrast(Method):
                                 straight_through=generator is not None)
 
     def training_step(self, images, generator):
-        views = self.views(images, generator)
+        image_frame = self.config.rarity_weight > 0 and self.config.rarity_frame == "image" and not self.dense
+        views, grids = self.views_and_grids(images, generator) if image_frame else (self.views(images, generator), None)
         rho = self.current_keep_ratio()
         if self.dense:  # SimCLR, op for op
             z1, z2 = self.head(self.backbone(views)).chunk(2)
@@ -155,20 +166,35 @@ class SparseContrast(Method):
         logs = {"contrastive": contrastive.detach(), "sparsity": sparsity.detach(),
                 "keep_ratio": torch.tensor(rho), "temperature": self.criterion.temperature.detach()}
         if self.config.rarity_weight > 0:
-            rarity = F.binary_cross_entropy_with_logits(out.logits.float(), self.rarity_target(views))
+            target = self.rarity_target(images, grids) if image_frame else self.rarity_target(views)
+            rarity = F.binary_cross_entropy_with_logits(out.logits.float(), target)
             loss = loss + self.config.rarity_weight * rarity
             logs["rarity"] = rarity.detach()
         return {"loss": loss, **logs}
 
     @torch.no_grad()
-    def rarity_target(self, views: torch.Tensor) -> torch.Tensor:
-        """Update the per-position pixel statistics with this batch, then the 0/1 target."""
-        patches = patchify(views.float(), self.backbone.patch_size)
+    def rarity_target(self, images: torch.Tensor, grids: torch.Tensor | None = None) -> torch.Tensor:
+        """Update the per-position pixel statistics with this batch, then the 0/1 target.
+
+        ``grids`` None (``rarity_frame=view``): ``images`` are the views, and statistics and
+        scores are per view position. Otherwise (``image``): ``images`` are the original images
+        (the anatomy is aligned there, so the per-position statistics stay sharp); each pixel's
+        squared z-score is computed on them and carried into each view with the view's own
+        sampling grid, then averaged per token."""
+        patches = patchify(images.float(), self.backbone.patch_size)
         m = min(self.config.rarity_momentum, float(self.pixel_updates) / (float(self.pixel_updates) + 1))
         self.pixel_mean.mul_(m).add_((1 - m) * patches.mean(0))
         self.pixel_sq.mul_(m).add_((1 - m) * (patches ** 2).mean(0))
         self.pixel_updates.add_(1)
-        return rarity_target(patches, self.pixel_mean, self.pixel_sq, self.config.keep_ratio)
+        if grids is None:
+            return rarity_target(patches, self.pixel_mean, self.pixel_sq, self.config.keep_ratio)
+        z2 = pixel_z2(patches, self.pixel_mean, self.pixel_sq)                    # [B, N, P]
+        side, p = images.shape[-1], self.backbone.patch_size
+        g = side // p
+        z2_map = z2.view(-1, g, g, p, p).permute(0, 1, 3, 2, 4).reshape(-1, 1, side, side)
+        in_views = warp(z2_map.repeat(grids.shape[0] // z2_map.shape[0], 1, 1, 1), grids.float())
+        score = F.avg_pool2d(in_views, p).flatten(1)                              # [2B, N]
+        return top_fraction(score, self.config.keep_ratio)
 
     @property
     def encoder(self):

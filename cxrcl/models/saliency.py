@@ -244,7 +244,15 @@ def rarity_target(patches: torch.Tensor, mean: torch.Tensor, sq: torch.Tensor,
     """1 for the ``keep_ratio`` most atypical tokens of each image, else 0. Atypicality = mean
     squared z-score of the token's pixels against the running per-position statistics
     (``mean``, ``sq``: [N, P]), i.e. how unlike the same place in other images the token is."""
-    z2 = (patches - mean) ** 2 / (sq - mean ** 2).clamp_min(1e-4)
-    score = z2.mean(-1)
+    return top_fraction(pixel_z2(patches, mean, sq).mean(-1), keep_ratio)
+
+
+def pixel_z2(patches: torch.Tensor, mean: torch.Tensor, sq: torch.Tensor) -> torch.Tensor:
+    """Squared z-score of each pixel against per-position statistics (``mean``, ``sq``: [N, P])."""
+    return (patches - mean) ** 2 / (sq - mean ** 2).clamp_min(1e-4)
+
+
+def top_fraction(score: torch.Tensor, keep_ratio: float) -> torch.Tensor:
+    """0/1 mask [B, N] of the ``keep_count(N, keep_ratio)`` highest scores of each row."""
     target = torch.zeros_like(score)
     return target.scatter_(1, score.topk(keep_count(score.shape[1], keep_ratio), dim=1).indices, 1.0)

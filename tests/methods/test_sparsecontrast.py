@@ -211,3 +211,32 @@ def test_rarity_target_flags_the_atypical_tokens_and_trains_the_predictor():
     assert "rarity" in out and m.predictor.mlp[0].weight.grad.abs().sum() > 0
     with pytest.raises(CxrclError, match="ViT"):
         build_method("sparsecontrast:rarity_weight=1", "resnet18", 64)
+
+
+def test_image_frame_rarity_follows_the_atypical_place_into_each_view():
+    """rarity_frame=image: z-scores on the original images, carried into a view by its grid. An
+    identity grid gives the view-frame target of the same images; a grid that shifts the image
+    by one token moves the flagged token with it."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 32, 32) * 0.1
+    x[:, :, :8, :8] += torch.linspace(-1, 1, 64).view(64, 1, 1, 1)
+    odd = x.clone()
+    odd[:, :, 16:24, 16:24] += 3.0                                   # token 10 (row 2, col 2)
+    twin = [build_method("sparsecontrast:keep_ratio=0.25:rarity_weight=1" + f, VIT4, 32)
+            for f in (":rarity_frame=view", "")]
+    for m in twin:
+        m.rarity_target(x)
+    identity = F.affine_grid(torch.eye(2, 3).expand(64, 2, 3), [64, 1, 32, 32], align_corners=False)
+    assert torch.equal(twin[1].rarity_target(odd, identity), twin[0].rarity_target(odd))
+    shift = torch.eye(2, 3).expand(64, 2, 3).clone()
+    shift[:, 0, 2] = 0.5                       # the view shows the image 8 px (one token) to the right
+    grid = F.affine_grid(shift, [64, 1, 32, 32], align_corners=False)
+    moved = twin[1].rarity_target(odd, grid)
+    assert bool((moved[:, 9] == 1).all()) and not bool((moved[:, 10] == 1).all())
+    m = twin[1]
+    out = m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert "rarity" in out and m.predictor.mlp[0].weight.grad.abs().sum() > 0
+    with pytest.raises(CxrclError, match="rarity_frame"):
+        build_method("sparsecontrast:rarity_weight=1:rarity_frame=views", VIT4, 32)
