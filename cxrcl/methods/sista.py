@@ -17,8 +17,10 @@ one scalar in a registered buffer, so it is checkpointed and a resume is exact. 
 ``false_negatives`` decides what happens to them: ``soft`` (default) makes them soft positives
 (targets ``softmax(S' / similarity_temperature)`` over the pair itself and its false negatives),
 ``remove`` drops them from the softmax. With no pair above the threshold both are exactly CLIP's
-loss (tested). Embeddings of the frozen model are cached per report text; that model is not part
-of the checkpoint (it is frozen and rebuilt by name).
+loss (tested). Embeddings of the frozen model are computed one text at a time (so they depend on
+the text alone) and kept in a bounded cache per report text (the most recently used 50,000), so
+a report seen before costs nothing and the cache cannot change a result; neither that model nor
+the cache is part of the checkpoint (the model is frozen and rebuilt by name).
 
 Token level (ours; the paper names a learned gate, sigmoid or top-k, with an L1 penalty): word
 tokens of the trainable text encoder (no padding or special tokens) attend over the image's patch
@@ -36,7 +38,9 @@ sparsity penalty.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -67,11 +71,17 @@ class SISTAConfig(ImageTextConfig):
 
 
 class _FrozenSimilarity:
-    """Report embeddings for ``S`` (not an nn.Module: frozen, rebuilt by name, never saved)."""
+    """Report embeddings for ``S`` (not an nn.Module: frozen, rebuilt by name, never saved).
 
-    def __init__(self, spec: str, max_length: int):
-        self.spec, self.max_length = spec, max_length
-        self.cache: dict[str, torch.Tensor] = {}
+    Each text is embedded on its own (no padding, no batch companions), so its embedding is a
+    function of the text alone: the cache, its bound and a resume cannot change any result.
+    The cache keeps the ``max_entries`` most recently used texts (keyed by a 128-bit digest of
+    the text; about 1.6 kB per text for a 384-d encoder) and is never checkpointed.
+    """
+
+    def __init__(self, spec: str, max_length: int, max_entries: int = 50_000):
+        self.spec, self.max_length, self.max_entries = spec, max_length, max_entries
+        self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.encoder = None
         if spec != "labels":
             from cxrcl.text.encoders import build_text_encoder
@@ -80,20 +90,34 @@ class _FrozenSimilarity:
             self.encoder = build_text_encoder(name, max_length=max_length)
             self.encoder.model.requires_grad_(False)
 
-    def __call__(self, texts: list[str], device) -> torch.Tensor:
-        todo = sorted({t for t in texts if t not in self.cache})
-        if todo:
-            if self.encoder is None:
-                from cxrcl.text.similarity import label_vectors
+    def embed(self, text: str, device) -> torch.Tensor:
+        """The normalised embedding [D] of one text (float32, on the CPU)."""
+        if self.encoder is None:
+            from cxrcl.text.similarity import label_vectors
 
-                vecs = torch.from_numpy(label_vectors(todo))
+            vec = torch.from_numpy(label_vectors([text]))
+        else:
+            if next(self.encoder.model.parameters()).device != torch.device(device):
+                self.encoder.model.to(device)
+            with torch.inference_mode():
+                vec = self.encoder.encode([text]).sentence
+        return F.normalize(vec.float(), dim=-1)[0].cpu().clone()
+
+    def __call__(self, texts: list[str], device) -> torch.Tensor:
+        rows = []
+        for text in texts:
+            key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+            vec = self.cache.get(key)
+            if vec is None:
+                vec = self.embed(text, device)
+                if self.max_entries > 0:
+                    self.cache[key] = vec
             else:
-                if next(self.encoder.model.parameters()).device != torch.device(device):
-                    self.encoder.model.to(device)
-                vecs = self.encoder.embed(todo).float()
-            vecs = F.normalize(vecs.float(), dim=-1).cpu()
-            self.cache.update(zip(todo, vecs, strict=True))
-        return torch.stack([self.cache[t] for t in texts]).to(device)
+                self.cache.move_to_end(key)
+            rows.append(vec)
+        while len(self.cache) > self.max_entries:
+            self.cache.popitem(last=False)
+        return torch.stack(rows).to(device)
 
 
 class SISTA(ImageTextMethod):
