@@ -8,7 +8,7 @@
 #   rarity  + our rarity target (rarity_weight=1) with statistics over the views (rarity_frame=view,
 #           its first version), ViT-Tiny with 8 px patches (8x8 tokens)
 #   rarity_img  the same with statistics over the original images, carried into each view by its
-#           sampling grid (rarity_frame=image, the default)
+#           sampling grid (rarity_frame=image, the default); _w10: rarity_weight 10
 # Usage: [ONLY="name ..."] bash benchmarks/sparsecontrast_lesions.sh [WORK_DIR]   (~20 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,7 @@ VARIANTS=(
   "dense|sparsecontrast:keep_ratio=1.0|vit_tiny_patch16_224|$STEPS|64"
   "rarity|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=view|vit_tiny_patch16_224:patch_size=8|300|32"
   "rarity_img|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=image|vit_tiny_patch16_224:patch_size=8|300|32"
+  "rarity_img_w10|sparsecontrast:keep_ratio=0.5:rarity_weight=10:rarity_frame=image|vit_tiny_patch16_224:patch_size=8|300|32"
 )
 for v in "${VARIANTS[@]}"; do
   IFS='|' read -r name spec backbone steps batch <<<"$v"

@@ -4,7 +4,10 @@
 # covid_radiography (9,558 images; 300 steps) and covid_chestxray (424; 200 steps), 64 px, ViT-Tiny
 # with 16 px patches (16 tokens), batch 64, the same steps/batch/lr for every method; then a linear probe (label covid19,
 # 1/10/100% of the labels, 3 seeds) beside the two floors (untrained encoder, pixel PCA).
-# Usage: bash benchmarks/sparsecontrast_real.sh [WORK_DIR]   (needs ../shared/data; ~40 min on 2 cores)
+# SEED=N (default 0) is the pre-training seed: seed 0 keeps the plain names, other seeds add _sN
+# (the floors need no pre-training and run once); the tables pool the seeds.
+# Usage: [SEED=N] [DATASETS=..] [METHODS=..] [STEPS=..] bash benchmarks/sparsecontrast_real.sh [WORK_DIR]
+#        (needs ../shared/data; ~40 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -12,6 +15,8 @@ WORK=${1:-.bench-data/sc}
 OUT=benchmarks/results/sparsecontrast/real
 SHARED=../shared/data
 BACKBONE=vit_tiny_patch16_224
+SEED=${SEED:-0}
+SFX=""; [ "$SEED" = 0 ] || SFX="_s$SEED"
 mkdir -p "$WORK" "$OUT"
 [ -d "$SHARED" ] || { echo "needs ../shared/data beside the repository"; exit 1; }
 [ -f "$WORK/covrad64/dataset.json" ] || "$CXRCL" data prepare npz "$SHARED/covid_radiography" "$WORK/covrad64" --size 64
@@ -20,12 +25,12 @@ mkdir -p "$WORK" "$OUT"
 for data in ${DATASETS:-covrad64 covid64}; do
   steps=${STEPS:-$([ "$data" = covid64 ] && echo 200 || echo 300)}
   for spec in ${METHODS:-sparsecontrast:keep_ratio=0.5 sparsecontrast:keep_ratio=1.0 spcl spcl:partition=saliency}; do
-    name="${data}_$(echo "$spec" | tr ':=' '__')"
+    name="${data}_$(echo "$spec" | tr ':=' '__')$SFX"
     run="$WORK/real_runs/$name"
     if [ ! -f "$run/summary.json" ] || ! grep -q '"complete": true' "$run/summary.json"; then
       resume=""; [ -f "$run/config.yaml" ] && resume="--resume"
       "$CXRCL" pretrain "$spec" --data "$WORK/$data" --out "$run" --backbone "$BACKBONE" \
-        --steps "$steps" --batch-size 64 --no-progress $resume
+        --steps "$steps" --batch-size 64 --seed "$SEED" --no-progress $resume
     fi
     [ -f "$OUT/${name}_linear.json" ] || "$CXRCL" eval linear --run "$run" --data "$WORK/$data" --label covid19 --out "$OUT/${name}_linear.json"
     cp "$run/summary.json" "$OUT/${name}_summary.json"

@@ -6,6 +6,8 @@ Usage: .venv/bin/python benchmarks/sparsecontrast_tables.py
 from __future__ import annotations
 
 import json
+import re
+import statistics
 from pathlib import Path
 
 RES = Path(__file__).parent / "results" / "sparsecontrast"
@@ -58,6 +60,27 @@ def real() -> None:
         data, _, name = f.stem.removesuffix("_linear").partition("_")
         cells = [f"{s['auroc_mean']:.3f} ± {s['auroc_std']:.3f}" for _, s in sorted(d["summary"].items(), key=lambda kv: float(kv[0]))]
         print(f"| {data} | {name} | " + " | ".join(cells) + " |")
+    pooled = pool_pretrain_seeds(rows)
+    if pooled:
+        print("\npooled over pre-training seeds (mean ± std over seeds of the label-seed mean AUROC)\n")
+        print("| data | encoder | seeds | 1% | 10% | 100% |")
+        print("|---|---|---|---|---|---|")
+        for (data, name), per_frac in pooled.items():
+            n = len(next(iter(per_frac.values())))
+            cells = [f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" for _, v in sorted(per_frac.items())]
+            print(f"| {data} | {name} | {n} | " + " | ".join(cells) + " |")
+
+
+def pool_pretrain_seeds(rows: list[Path]) -> dict:
+    """Runs named ``{encoder}_s{N}`` are seed N of ``{encoder}`` (seed 0 has no suffix): per
+    (data, encoder) with more than one seed, fraction -> the per-seed mean AUROCs."""
+    groups: dict = {}
+    for f in rows:
+        data, _, name = f.stem.removesuffix("_linear").partition("_")
+        base = re.sub(r"_s\d+$", "", name)
+        for frac, s in load(f)["summary"].items():
+            groups.setdefault((data, base), {}).setdefault(float(frac), []).append(s["auroc_mean"])
+    return {k: v for k, v in groups.items() if len(next(iter(v.values()))) > 1}
 
 
 if __name__ == "__main__":
