@@ -17,10 +17,13 @@ steps, then a linear ramp to ``keep_ratio`` over ``ramp_fraction``.
 ``rarity_weight`` (our addition, off by default; the paper's predictor learns from the
 contrastive loss alone): the predictor is also trained (binary cross-entropy, weight
 ``rarity_weight``) to flag the ``keep_ratio`` most *atypical* tokens of each view: those whose
-standardised pixels differ most from running per-position statistics over the training views
-(buffers ``pixel_mean``/``pixel_sq``, an average with momentum ``rarity_momentum``, saved with
-the weights so a resume is exact). On the phantom the contrastive signal alone did not lead the
-predictor to lesions; positional atypicality does (docs/methods/sparsecontrast.md). ViT only.
+standardised pixels differ most from running per-position statistics (buffers
+``pixel_mean``/``pixel_sq``, an average with momentum ``rarity_momentum``, saved with the
+weights so a resume is exact). ``rarity_frame=image`` (default) keeps the statistics over the
+original, aligned images and carries each pixel's z-score into a view by the view's sampling
+grid; ``view`` keeps them over the views themselves (the first version; augmentation blurs them).
+On the phantom the contrastive signal alone did not lead the predictor to lesions; positional
+atypicality leads it part of the way (docs/methods/sparsecontrast.md). ViT only.
 
 ``keep_ratio=1`` builds no predictor and is SimCLR with the same config, exactly (same views,
 loss and gradients; tested): the dense counterpart. A method built outside the training loop
