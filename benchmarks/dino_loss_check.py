@@ -52,18 +52,51 @@ VARIANTS = {
     # K = 1024 >> 64 every target is spread thin (sk_150 stayed at ln K); fewer prototypes
     "sk_k64_150": ("dino:centering=sinkhorn:num_prototypes=64", 150, []),
     "cm0.99_k64_150": ("dino:center_momentum=0.99:num_prototypes=64", 150, []),
+    # every variant above ends with a near-uniform teacher: at initialisation a ViT gives nearly
+    # the same features for every phantom image, so the teacher's centred logits barely differ
+    # between images. Batch norm in the head's hidden layers (DINO's own choice for ResNets)
+    # standardises them across the batch
+    "bn_150": ("dino:proj_batch_norm=true", 150, []),
+    # bn_150 still spread out (teacher entropy 5.1 -> 6.2 of 6.93), so the head's input is not
+    # the cause. Local crops of 5-40 % of a 64 px image (a 14-40 px patch blown up to 64 px)
+    # may hold too little of the image for the student to predict the teacher's global view: the
+    # best it can do is a flat guess, which the EMA passes on to the teacher. Only the 2 global crops:
+    "nolocal_150": ("dino:local_crops=0", 150, []),
+    "nolocal_cm0.99_150": ("dino:local_crops=0:center_momentum=0.99", 150, []),
+    # same rise without local crops. cm0.99_m0.99 fell furthest but then put every image on a few
+    # prototypes (the slow centre cannot push back); a faster teacher with DINO's own centre 0.9:
+    "m0.99_150": ("dino:momentum=0.99", 150, []),
+    # In every variant above the teacher's information about the image, I = H(batch mean) - mean
+    # H(per image) (teacher_batch_entropy - teacher_entropy), falls from the start (e.g. 0.8 ->
+    # 0.25 nats): the student only matches the teacher across views by dropping what tells phantom
+    # images apart. SimCLR's loss barely falls on the phantom either (4.87 -> 4.74, chance 4.84),
+    # while on covid_radiography's real CXRs it does (3.90 -> 3.57 in 150 steps). The same DINO on
+    # covid_radiography's train split (prepared by benchmarks/comcl_robustness.sh covrad):
+    "covrad_default150": ("dino", 150, [], "covrad64"),
+    "covrad_cm0.99_150": ("dino:center_momentum=0.99", 150, [], "covrad64"),
+    # the same drift on real CXRs. DINO's batch: 256 images (512 teacher outputs per step, and
+    # DINO's lr rule 5e-4 x 256 / 256 = the loop's default), 2 global crops only, ~4 epochs
+    "covrad_b256_nolocal_150": ("dino:local_crops=0", 150, ["--batch-size", "256"], "covrad64"),
+    # b256 drifted the same way (stopped at step 50; dino_check_covrad_b256_nolocal_150_stopped_metrics.jsonl).
+    # DINO's ResNet recipe: a CNN backbone with batch norm, batch norm in the head (stopped at step
+    # 25 for CPU time: dino_check_covrad_resnet18_bn_150_stopped_metrics.jsonl)
+    "covrad_resnet18_bn_150": ("dino:proj_batch_norm=true", 150, ["--backbone", "resnet18"], "covrad64"),
 }
 
 
 def run(name: str) -> dict:
-    spec, steps, extra = VARIANTS[name]
+    spec, steps, extra, *data = VARIANTS[name]
+    data = WORK / (data[0] if data else "phantom64")
+    if not (data / "dataset.json").exists():
+        raise SystemExit(f"{data} is missing: run benchmarks/comcl_robustness.sh covrad first")
     out = WORK / "runs" / f"dino_check_{name}"
     summary = out / "summary.json"
     if not (summary.exists() and json.loads(summary.read_text()).get("complete")):
         resume = ["--resume"] if (out / "config.yaml").exists() else []
-        subprocess.run([str(CXRCL), "pretrain", spec, "--data", str(DATA), "--out", str(out),
+        subprocess.run([str(CXRCL), "pretrain", spec, "--data", str(data), "--out", str(out),
                         "--backbone", "vit_tiny_patch16_224", "--image-size", "64", "--steps", str(steps),
                         "--batch-size", "32", "--log-every", "5", "--no-progress", *extra, *resume], check=True)
+        # (a --batch-size or --backbone in extra comes last and wins)
     shutil.copy(out / "metrics.jsonl", OUT / f"dino_check_{name}_metrics.jsonl")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -73,7 +106,7 @@ def run(name: str) -> dict:
     first, last = rows[:4], rows[-4:]
     peak = max(rows, key=lambda r: r["loss"])
     low = min(rows, key=lambda r: r["loss"])
-    return {"spec": spec, "steps": steps, "extra_args": extra,
+    return {"spec": spec, "steps": steps, "extra_args": extra, "data": data.name,
             "num_prototypes": int(spec.split("num_prototypes=")[1]) if "num_prototypes=" in spec else 1024,
             "loss_first20": mean("loss", first), "loss_last20": mean("loss", last),
             "loss_peak": peak["loss"], "loss_peak_step": peak["step"],
@@ -81,6 +114,8 @@ def run(name: str) -> dict:
             "teacher_entropy_first20": mean("teacher_entropy", first),
             "teacher_entropy_last20": mean("teacher_entropy", last),
             "teacher_batch_entropy_last20": mean("teacher_batch_entropy", last),
+            "teacher_information_first20": mean("teacher_batch_entropy", first) - mean("teacher_entropy", first),
+            "teacher_information_last20": mean("teacher_batch_entropy", last) - mean("teacher_entropy", last),
             "images_per_s": json.loads(summary.read_text()).get("images_per_s")}
 
 
@@ -96,7 +131,8 @@ def main(names: list[str]) -> None:
         res["ln_K"] = math.log(res["num_prototypes"])
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()})
-    result["setting"] = ("phantom 1,024 x 64 px (train split), vit_tiny_patch16_224 at 64 px (16 tokens), "
+    result["setting"] = ("phantom 1,024 x 64 px (train split) unless data says covrad64 (covid_radiography's "
+                         "9,558 train images at 64 px); vit_tiny_patch16_224 at 64 px (16 tokens), "
                          "batch 32, AdamW lr 5e-4 unless --lr, loop defaults otherwise; means over the "
                          "first/last 4 logged values (20 steps)")
     path.write_text(json.dumps(result, indent=1) + "\n")
