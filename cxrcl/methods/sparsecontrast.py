@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cxrcl.data.views import augment, augment_with_grid, warp
+from cxrcl.data.views import augment_with_grid, warp
 from cxrcl.losses.info_nce import InfoNCELoss
 from cxrcl.methods.base import AugmentedViewsConfig, Method
 from cxrcl.models.backbones import ViTBackbone
@@ -48,9 +48,9 @@ from cxrcl.models.saliency import (
     patchify,
     pixel_z2,
     rarity_target,
-    top_fraction,
     scheduled_keep_ratio,
     sparsity_loss,
+    top_fraction,
 )
 
 
@@ -135,11 +135,10 @@ class SparseContrast(Method):
         return scheduled_keep_ratio(self.progress, c.keep_ratio, c.dense_fraction, c.ramp_fraction)
 
     def views(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return torch.cat([augment(images, generator, self.augment_config),
-                          augment(images, generator, self.augment_config)])
+        return self.views_and_grids(images, generator)[0]
 
     def views_and_grids(self, images: torch.Tensor, generator: torch.Generator):
-        """:meth:`views` (the same random draws) and each view's sampling grid [2B, S, S, 2]."""
+        """Two CXR-safe views per image [2B, 1, S, S] and each view's sampling grid [2B, S, S, 2]."""
         (v1, g1), (v2, g2) = (augment_with_grid(images, generator, self.augment_config) for _ in range(2))
         return torch.cat([v1, v2]), torch.cat([g1, g2])
 
@@ -153,8 +152,7 @@ class SparseContrast(Method):
                                 straight_through=generator is not None)
 
     def training_step(self, images, generator):
-        image_frame = self.config.rarity_weight > 0 and self.config.rarity_frame == "image" and not self.dense
-        views, grids = self.views_and_grids(images, generator) if image_frame else (self.views(images, generator), None)
+        views, grids = self.views_and_grids(images, generator)
         rho = self.current_keep_ratio()
         if self.dense:  # SimCLR, op for op
             z1, z2 = self.head(self.backbone(views)).chunk(2)
@@ -169,6 +167,7 @@ class SparseContrast(Method):
         logs = {"contrastive": contrastive.detach(), "sparsity": sparsity.detach(),
                 "keep_ratio": torch.tensor(rho), "temperature": self.criterion.temperature.detach()}
         if self.config.rarity_weight > 0:
+            image_frame = self.config.rarity_frame == "image"
             target = self.rarity_target(images, grids) if image_frame else self.rarity_target(views)
             rarity = F.binary_cross_entropy_with_logits(out.logits.float(), target)
             loss = loss + self.config.rarity_weight * rarity
