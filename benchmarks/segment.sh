@@ -5,7 +5,7 @@
 #   - the phantom's lesion masks (64 px, 400 images),
 # for a random ViT-Tiny/8 (the untrained floor) and a short S-PCL run on each set's train split.
 # Budgets are tiny (CPU, 2 cores): the numbers check the mechanics, not the method.
-# Usage: bash benchmarks/segment.sh [WORK_DIR]   (needs ../shared/data; ~8 min on 2 idle CPU cores)
+# Usage: [DATASETS="covid64 phantom64"] [HEAD_STEPS=100] bash benchmarks/segment.sh [WORK_DIR]   (needs ../shared/data; ~8 min on 2 idle CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -17,7 +17,8 @@ HEAD_STEPS=${HEAD_STEPS:-100}
 mkdir -p "$WORK" "$OUT"
 [ -f "$WORK/covid64/dataset.json" ] || "$CXRCL" data prepare npz ../shared/data/covid_chestxray "$WORK/covid64" --size 64
 [ -f "$WORK/phantom64/dataset.json" ] || "$CXRCL" data phantom "$WORK/phantom64" --n 400 --size 64 --seed 0
-for data in covid64 phantom64; do
+SFX=""; [ "$HEAD_STEPS" = 100 ] || SFX="_h$HEAD_STEPS"   # other decoder budgets get their own files
+for data in ${DATASETS:-covid64 phantom64}; do
   run="$WORK/runs/${data}_spcl"
   if [ ! -f "$run/summary.json" ] || ! grep -q '"complete": true' "$run/summary.json"; then
     rm -rf "$run"
@@ -25,8 +26,8 @@ for data in covid64 phantom64; do
       --batch-size 64 --seed 0 --no-progress
   fi
   cp "$run/summary.json" "$OUT/${data}_spcl_summary.json"
-  "$CXRCL" eval segment --run "random:$BACKBONE" --data "$WORK/$data" --out "$OUT/${data}_random_segment.json" \
+  "$CXRCL" eval segment --run "random:$BACKBONE" --data "$WORK/$data" --out "$OUT/${data}_random${SFX}_segment.json" \
     --seeds 3 --head-steps "$HEAD_STEPS"
-  "$CXRCL" eval segment --run "$run" --data "$WORK/$data" --out "$OUT/${data}_spcl_segment.json" \
+  "$CXRCL" eval segment --run "$run" --data "$WORK/$data" --out "$OUT/${data}_spcl${SFX}_segment.json" \
     --seeds 3 --head-steps "$HEAD_STEPS"
 done

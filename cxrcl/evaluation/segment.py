@@ -22,8 +22,11 @@ Our choices (the paper-free part):
   segment lungs from pixels alone).
 - Training: AdamW (head lr 1e-3, wd 1e-4), batch 16 sampled with replacement, BCE + soft Dice
   loss, ``steps`` updates; val Dice every ``eval_every`` steps, the best state kept, stop after
-  ``patience`` evaluations without gain. The encoder is frozen (its features are computed once)
-  unless ``finetune`` (then it trains at lr 1e-4 and features are recomputed every step).
+  ``patience`` evaluations without gain. A gain is a higher val Dice, or the same Dice with a
+  lower val loss (our choice: small lesions give Dice 0 for a while, and without the tie-break
+  patience would stop a head that is still learning, keeping its first state). The encoder is
+  frozen (its features are computed once) unless ``finetune`` (then it trains at lr 1e-4 and
+  features are recomputed every step).
 - Metric: ``torchmetrics.functional.segmentation.dice_score`` on the thresholded prediction
   (logit > 0) at the mask's resolution. ``dice`` is the mean per-image Dice over test images
   whose mask is not empty (Dice is undefined on an empty mask); ``dice_global`` pools all test
@@ -207,6 +210,20 @@ class SegmentationProbe:
         return feature_levels(backbone, self._input(split.images[idx]))
 
     @torch.no_grad()
+    def val_scores(self, head, backbone, split: _Split, pos: np.ndarray, chunk: int = 64) -> tuple[float, float]:
+        """Pooled Dice and mean training loss of rows ``pos`` of ``split`` (one forward pass)."""
+        head.eval()
+        backbone.eval()
+        preds, losses = [], []
+        for i in range(0, len(pos), chunk):
+            idx = torch.as_tensor(pos[i:i + chunk])
+            logit = head(self._levels(backbone, split, idx), self.mask_size)
+            preds.append((logit > 0).cpu())
+            losses.append(float(_loss(logit, split.masks[idx].to(self.device))) * len(idx))
+        dice = dice_pooled(torch.cat(preds), split.masks[pos])
+        return (-1.0 if math.isnan(dice) else dice), sum(losses) / len(pos)
+
+    @torch.no_grad()
     def predict(self, head, backbone, split: _Split, pos: np.ndarray | None = None, chunk: int = 64) -> torch.Tensor:
         """Binary predictions [n, M, M] for ``split`` (rows ``pos`` of it, default all)."""
         head.eval()
@@ -227,7 +244,7 @@ class SegmentationProbe:
             groups.append({"params": backbone.parameters(), "lr": self.encoder_lr})
         opt = torch.optim.AdamW(groups, weight_decay=1e-4)
         gen = torch.Generator().manual_seed(seed)
-        best, best_step, bad = -1.0, 0, 0
+        best, best_loss, best_step, bad = -1.0, math.inf, 0, 0
         best_state = None
         for step in range(1, self.steps + 1):
             head.train()
@@ -239,10 +256,9 @@ class SegmentationProbe:
             loss.backward()
             opt.step()
             if len(val_pos) and (step % self.eval_every == 0 or step == self.steps):
-                score = dice_pooled(self.predict(head, backbone, val, val_pos), val.masks[val_pos])
-                score = -1.0 if math.isnan(score) else score
-                if score > best + 1e-6:
-                    best, best_step, bad = score, step, 0
+                score, val_loss = self.val_scores(head, backbone, val, val_pos)
+                if score > best + 1e-6 or (score > best - 1e-6 and val_loss < best_loss):
+                    best, best_loss, best_step, bad = score, val_loss, step, 0
                     best_state = (copy.deepcopy(head.state_dict()),
                                   copy.deepcopy(backbone.state_dict()) if self.finetune else None)
                 else:
@@ -321,7 +337,7 @@ def segmentation_probe(ds: PreparedDataset | str | os.PathLike, backbone: TokenB
                        "2x upsample+conv+GroupNorm+ReLU stages (channels halving to 16), 1x1 -> logit",
             "encoder": "fine-tuned (lr 1e-4)" if finetune else "frozen",
             "train": f"AdamW lr 1e-3 wd 1e-4, batch {batch_size}, up to {steps} steps, BCE + soft Dice",
-            "early_stopping": f"pooled val Dice every {eval_every} steps, patience {patience}, best state kept; "
+            "early_stopping": f"pooled val Dice every {eval_every} steps (ties: lower val loss), patience {patience}, best state kept; "
                               "val masks sampled at the same fraction and seed",
             "fraction_sampler": "sample_label_fraction of 'mask non-empty' over the train split's masked images",
             "metric": "torchmetrics dice_score (foreground, logit > 0): dice = mean per test image with a "

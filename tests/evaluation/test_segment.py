@@ -97,6 +97,18 @@ def test_learns_a_visible_mask(squares):
     assert res["summary"]["1.0"]["dice_mean"] == res["results"][0]["dice"]
 
 
+def test_early_stopping_keeps_training_while_dice_is_zero_but_val_loss_falls(squares, monkeypatch):
+    """Small lesions give val Dice 0 for a while: a falling val loss counts as a gain (the head
+    trains on and the latest state is kept); a flat one stops after ``patience`` checks."""
+    for losses, steps_run, best_step in (([5.0 - 0.1 * i for i in range(20)], 40, 40), ([5.0] * 20, 12, 2)):
+        calls = iter(losses)
+        monkeypatch.setattr(seg.SegmentationProbe, "val_scores", lambda *a, calls=calls, **k: (0.0, next(calls)))
+        res = seg.segmentation_probe(squares, create_backbone(BACKBONE, 32), 32, fractions=(1.0,), seeds=1,
+                                     steps=40, eval_every=2, patience=5)
+        r = res["results"][0]
+        assert (r["steps_run"], r["best_step"]) == (steps_run, best_step)
+
+
 def test_cli_segment_writes_json_and_refuses_no_masks(squares, tmp_path, capsys):
     out = tmp_path / "seg.json"
     rc = main(["eval", "segment", "--run", f"random:{BACKBONE}", "--data", str(squares.root), "--out", str(out),
