@@ -70,7 +70,7 @@ VARIANTS = {
     # H(per image) (teacher_batch_entropy - teacher_entropy), falls from the start (e.g. 0.8 ->
     # 0.25 nats): the student only matches the teacher across views by dropping what tells phantom
     # images apart. SimCLR's loss barely falls on the phantom either (4.87 -> 4.74, chance 4.84),
-    # while on covid_radiography's real CXRs it does (3.90 -> 3.57 in 150 steps). The same DINO on
+    # while on covid_radiography's real CXRs it does (first -> last 4 logged: 3.96 -> 3.71 in 150 steps). The same DINO on
     # covid_radiography's train split (prepared by benchmarks/comcl_robustness.sh covrad):
     "covrad_default150": ("dino", 150, [], "covrad64"),
     "covrad_cm0.99_150": ("dino:center_momentum=0.99", 150, [], "covrad64"),
