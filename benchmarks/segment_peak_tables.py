@@ -7,21 +7,23 @@ Usage: .venv/bin/python benchmarks/segment_peak_tables.py
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 RES = Path(__file__).parent / "results"
 
 
 def segment_table() -> str:
-    rows = ["| data | encoder | Dice 1% | Dice 10% | Dice 100% | n train masks (1/10/100%) |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| data | encoder | decoder steps | Dice 1% | Dice 10% | Dice 100% | n train masks (1/10/100%) |",
+            "|---|---|---|---|---|---|---|"]
     for f in sorted((RES / "segment").glob("*_segment.json")):
         r = json.loads(f.read_text())
         s = r["summary"]
         cells = [f"{s[k]['dice_mean']:.3f} ± {s[k]['dice_std']:.3f}" for k in sorted(s, key=float)]
         n = "/".join(f"{s[k]['n_train_mean']:.0f}" for k in sorted(s, key=float))
         data, enc = f.stem.split("_")[0], f.stem.split("_")[1]
-        rows.append(f"| {data} | {enc} | " + " | ".join(cells) + f" | {n} |")
+        steps = re.search(r"up to (\d+) steps", r["protocol"]["train"]).group(1)
+        rows.append(f"| {data} | {enc} | {steps} | " + " | ".join(cells) + f" | {n} |")
     return "\n".join(rows)
 
 
