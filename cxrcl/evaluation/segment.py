@@ -210,27 +210,29 @@ class SegmentationProbe:
         return feature_levels(backbone, self._input(split.images[idx]))
 
     @torch.no_grad()
-    def val_scores(self, head, backbone, split: _Split, pos: np.ndarray, chunk: int = 64) -> tuple[float, float]:
-        """Pooled Dice and mean training loss of rows ``pos`` of ``split`` (one forward pass)."""
+    def logits(self, head, backbone, split: _Split, pos: np.ndarray, chunk: int = 64):
+        """(row indices, logits [n, M, M]) for rows ``pos`` of ``split``, ``chunk`` at a time."""
         head.eval()
         backbone.eval()
-        preds, losses = [], []
         for i in range(0, len(pos), chunk):
             idx = torch.as_tensor(pos[i:i + chunk])
-            logit = head(self._levels(backbone, split, idx), self.mask_size)
+            yield idx, head(self._levels(backbone, split, idx), self.mask_size)
+
+    @torch.no_grad()
+    def val_scores(self, head, backbone, split: _Split, pos: np.ndarray) -> tuple[float, float]:
+        """Pooled Dice and mean training loss of rows ``pos`` of ``split`` (one forward pass)."""
+        preds, losses = [], []
+        for idx, logit in self.logits(head, backbone, split, pos):
             preds.append((logit > 0).cpu())
             losses.append(float(_loss(logit, split.masks[idx].to(self.device))) * len(idx))
         dice = dice_pooled(torch.cat(preds), split.masks[pos])
         return (-1.0 if math.isnan(dice) else dice), sum(losses) / len(pos)
 
     @torch.no_grad()
-    def predict(self, head, backbone, split: _Split, pos: np.ndarray | None = None, chunk: int = 64) -> torch.Tensor:
+    def predict(self, head, backbone, split: _Split, pos: np.ndarray | None = None) -> torch.Tensor:
         """Binary predictions [n, M, M] for ``split`` (rows ``pos`` of it, default all)."""
-        head.eval()
-        backbone.eval()
         pos = np.arange(len(split)) if pos is None else pos
-        out = [(head(self._levels(backbone, split, torch.as_tensor(pos[i:i + chunk])), self.mask_size) > 0).cpu()
-               for i in range(0, len(pos), chunk)]
+        out = [(logit > 0).cpu() for _, logit in self.logits(head, backbone, split, pos)]
         return torch.cat(out) if out else torch.zeros(0, self.mask_size, self.mask_size, dtype=torch.bool)
 
     def fit(self, train: _Split, train_pos: np.ndarray, val: _Split, val_pos: np.ndarray, seed: int):
