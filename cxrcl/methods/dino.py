@@ -67,6 +67,8 @@ class DINOConfig(MethodConfig):
     teacher_warmup: float = 0.3
     center_momentum: float = 0.9
     centering: str = "mean"
+    norm_last_layer: bool = True
+    freeze_last_layer: float = 0.0
 
     def __post_init__(self):
         if self.centering not in ("mean", "sinkhorn"):
@@ -75,6 +77,8 @@ class DINOConfig(MethodConfig):
             raise ValueError(f"local_crops must be >= 0, got {self.local_crops}")
         if not 0 <= self.teacher_warmup <= 1:
             raise ValueError(f"teacher_warmup must be a fraction of the run in [0, 1], got {self.teacher_warmup}")
+        if not 0 <= self.freeze_last_layer <= 1:
+            raise ValueError(f"freeze_last_layer must be a fraction of the run in [0, 1], got {self.freeze_last_layer}")
 
 
 class DINO(MomentumMethod):
@@ -96,7 +100,17 @@ class DINO(MomentumMethod):
     def _dino_head(self) -> DINOProjectionHead:
         c = self.config
         return DINOProjectionHead(self.backbone.dim, c.proj_hidden_dim, c.bottleneck_dim,
-                                  c.num_prototypes, batch_norm=c.proj_batch_norm)
+                                  c.num_prototypes, batch_norm=c.proj_batch_norm,
+                                  norm_last_layer=c.norm_last_layer)
+
+    def student_head(self, features: torch.Tensor) -> torch.Tensor:
+        """The student's DINO head; during the first ``freeze_last_layer`` fraction of the run the
+        output layer (the prototypes) gets no gradient (DINO freezes it for the first epoch)."""
+        if self.progress >= self.config.freeze_last_layer:
+            return self.head(features)
+        last = self.head.last_layer
+        weight = torch._weight_norm(last.weight_v, last.weight_g, 0).detach()
+        return F.linear(F.normalize(self.head.layers(features), dim=-1), weight)
 
     def teacher_temp_now(self) -> float:
         start, end = self.config.teacher_temp
@@ -109,7 +123,7 @@ class DINO(MomentumMethod):
         b = images.shape[0]
         globals_ = torch.cat([augment(images, generator, self.global_aug) for _ in range(2)])
         locals_ = [augment(images, generator, self.local_aug) for _ in range(self.config.local_crops)]
-        student = self.head(self.backbone(torch.cat([globals_, *locals_]))).split(b)
+        student = self.student_head(self.backbone(torch.cat([globals_, *locals_]))).split(b)
         with torch.no_grad():
             teacher = self.teacher(globals_).split(b)
         t = self.teacher_temp_now()

@@ -21,7 +21,10 @@ standardised pixels differ most from running per-position statistics (buffers
 ``pixel_mean``/``pixel_sq``, an average with momentum ``rarity_momentum``, saved with the
 weights so a resume is exact). ``rarity_frame=image`` (default) keeps the statistics over the
 original, aligned images and carries each pixel's z-score into a view by the view's sampling
-grid; ``view`` keeps them over the views themselves (the first version; augmentation blurs them).
+grid; ``view`` keeps them over the views themselves (the first version; augmentation blurs them);
+``original`` scores the original images themselves with the predictor (an extra pass through
+the blocks before ``prune_at`` on the un-augmented batch) and trains it there, where position and
+anatomy agree exactly as at inference; a view cannot tell the predictor where it was cut from.
 On the phantom the contrastive signal alone did not lead the predictor to lesions; positional
 atypicality leads it part of the way (docs/methods/sparsecontrast.md). ViT only.
 
@@ -66,7 +69,8 @@ class SparseContrastConfig(AugmentedViewsConfig):
     predictor_hidden: int | None = None
     rarity_weight: float = 0.0       # our addition: distil positional atypicality (ViT only)
     rarity_momentum: float = 0.99
-    rarity_frame: str = "image"      # statistics over the original images (image) or the views (view)
+    rarity_frame: str = "image"      # image: statistics over the originals, target warped into the views;
+    #                                  view: statistics over the views; original: predictor trained on the originals
 
     def __post_init__(self):
         if not 0 < self.keep_ratio <= 1:
@@ -79,8 +83,8 @@ class SparseContrastConfig(AugmentedViewsConfig):
             raise ValueError("sparsity_weight, noise and rarity_weight must be >= 0")
         if not 0 <= self.rarity_momentum < 1:
             raise ValueError(f"rarity_momentum must be in [0, 1), got {self.rarity_momentum}")
-        if self.rarity_frame not in ("image", "view"):
-            raise ValueError(f"rarity_frame must be image or view, got {self.rarity_frame!r}")
+        if self.rarity_frame not in ("image", "view", "original"):
+            raise ValueError(f"rarity_frame must be image, view or original, got {self.rarity_frame!r}")
 
 
 def default_prune_at(backbone) -> int:
@@ -167,9 +171,13 @@ class SparseContrast(Method):
         logs = {"contrastive": contrastive.detach(), "sparsity": sparsity.detach(),
                 "keep_ratio": torch.tensor(rho), "temperature": self.criterion.temperature.detach()}
         if self.config.rarity_weight > 0:
-            image_frame = self.config.rarity_frame == "image"
-            target = self.rarity_target(images, grids) if image_frame else self.rarity_target(views)
-            rarity = F.binary_cross_entropy_with_logits(out.logits.float(), target)
+            frame = self.config.rarity_frame
+            if frame == "original":
+                logits, target = self._sparse.saliency_logits(images), self.rarity_target(images, None)
+            else:
+                logits = out.logits
+                target = self.rarity_target(images, grids) if frame == "image" else self.rarity_target(views)
+            rarity = F.binary_cross_entropy_with_logits(logits.float(), target)
             loss = loss + self.config.rarity_weight * rarity
             logs["rarity"] = rarity.detach()
         return {"loss": loss, **logs}
@@ -178,8 +186,8 @@ class SparseContrast(Method):
     def rarity_target(self, images: torch.Tensor, grids: torch.Tensor | None = None) -> torch.Tensor:
         """Update the per-position pixel statistics with this batch, then the 0/1 target.
 
-        ``grids`` None (``rarity_frame=view``): ``images`` are the views, and statistics and
-        scores are per view position. Otherwise (``image``): ``images`` are the original images
+        ``grids`` None (``rarity_frame=view`` or ``original``): ``images`` are the images the
+        predictor scores (the views, or the originals), and statistics and scores are per position. Otherwise (``image``): ``images`` are the original images
         (the anatomy is aligned there, so the per-position statistics stay sharp); each pixel's
         squared z-score is computed on them and carried into each view with the view's own
         sampling grid, then averaged per token."""

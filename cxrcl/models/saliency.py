@@ -164,6 +164,15 @@ class SparseEncoder(TokenBackbone):
         return run(x, keep_ratio, generator, noise, straight_through, score)
 
     # ------------------------------------------------------------------ ViT
+    def saliency_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The predictor's logits [B, N] for the patch tokens of ``x`` (ViT), without pruning:
+        blocks ``[0, prune_at)`` and the predictor only."""
+        if not self.is_vit:
+            raise ValueError("saliency_logits scores ViT patch tokens; a CNN scores windows")
+        bb: ViTBackbone = self.backbone
+        h = bb.run_blocks(bb.add_prefix(bb.embed(x)), 0, self.prune_at)
+        return self.predictor(h[:, bb.vit.num_prefix_tokens:])
+
     def _run_vit(self, x, keep_ratio, generator, noise, straight_through, score) -> Pruned:
         bb: ViTBackbone = self.backbone
         h = bb.run_blocks(bb.add_prefix(bb.embed(x)), 0, self.prune_at)

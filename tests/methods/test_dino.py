@@ -122,3 +122,20 @@ def test_sinkhorn_targets_share_the_prototypes_equally_even_for_a_collapsed_teac
     assert float(m.criterion.center.abs().sum()) == 0.0  # no running centre in this mode
     with pytest.raises(Exception, match="centering"):
         dino("dino:centering=median")
+
+
+def test_frozen_last_layer_gets_no_gradient_then_trains_and_outputs_are_unchanged():
+    m = dino("dino:num_prototypes=64:local_crops=0:freeze_last_layer=0.5:norm_last_layer=false")
+    x = torch.randn(4, 1, 32, 32)
+    feats = m.backbone(x)
+    m.set_progress(10, 100)  # frozen: same outputs as the head, no gradient to the prototypes
+    torch.testing.assert_close(m.student_head(feats), m.head(feats))
+    m.training_step(x, torch.Generator().manual_seed(0))["loss"].backward()
+    last = m.head.last_layer
+    assert last.weight_v.grad is None and last.weight_g.grad is None
+    assert next(m.head.layers.parameters()).grad is not None
+    m.zero_grad()
+    m.set_progress(50, 100)  # from the configured fraction on the prototypes and their norms train
+    m.training_step(x, torch.Generator().manual_seed(0))["loss"].backward()
+    assert last.weight_v.grad is not None and last.weight_g.grad is not None
+    assert dino().head.last_layer.weight_g.requires_grad is False  # DINO's default: unit-norm prototypes

@@ -240,3 +240,22 @@ def test_image_frame_rarity_follows_the_atypical_place_into_each_view():
     assert "rarity" in out and m.predictor.mlp[0].weight.grad.abs().sum() > 0
     with pytest.raises(CxrclError, match="rarity_frame"):
         build_method("sparsecontrast:rarity_weight=1:rarity_frame=views", VIT4, 32)
+
+
+def test_original_frame_rarity_trains_the_predictor_on_the_unaugmented_images():
+    """rarity_frame=original: the predictor scores the original images (no pruning) and its
+    binary cross-entropy target is the atypicality of those same images' tokens."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    m = build_method("sparsecontrast:keep_ratio=0.25:rarity_weight=1:rarity_frame=original", VIT4, 32)
+    x = torch.randn(8, 1, 32, 32)
+    logits = m._sparse.saliency_logits(x)
+    assert logits.shape == (8, 16)
+    torch.testing.assert_close(logits, m.pruned(x, 1.0).logits)       # the same scores as a pass
+    out = m.training_step(x, torch.Generator().manual_seed(0))
+    twin = build_method("sparsecontrast:keep_ratio=0.25:rarity_weight=1:rarity_frame=view", VIT4, 32)
+    expected = F.binary_cross_entropy_with_logits(logits, twin.rarity_target(x))
+    torch.testing.assert_close(out["rarity"], expected.detach())
+    m.zero_grad()
+    F.binary_cross_entropy_with_logits(m._sparse.saliency_logits(x), twin.rarity_target(x)).backward()
+    assert m.predictor.mlp[0].weight.grad.abs().sum() > 0
