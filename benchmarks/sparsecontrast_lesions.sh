@@ -9,6 +9,8 @@
 #           its first version), ViT-Tiny with 8 px patches (8x8 tokens)
 #   rarity_img  the same with statistics over the original images, carried into each view by its
 #           sampling grid (rarity_frame=image, the default); _w10: rarity_weight 10
+#   rarity_orig the predictor trained on the un-augmented images themselves (rarity_frame=original);
+#           _1000: 1,000 steps (its rarity loss was still falling at 300)
 # Usage: [ONLY="name ..."] bash benchmarks/sparsecontrast_lesions.sh [WORK_DIR]   (~20 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,8 @@ VARIANTS=(
   "rarity|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=view|vit_tiny_patch16_224:patch_size=8|300|32"
   "rarity_img|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=image|vit_tiny_patch16_224:patch_size=8|300|32"
   "rarity_img_w10|sparsecontrast:keep_ratio=0.5:rarity_weight=10:rarity_frame=image|vit_tiny_patch16_224:patch_size=8|300|32"
+  "rarity_orig|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=original|vit_tiny_patch16_224:patch_size=8|300|32"
+  "rarity_orig_1000|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=original|vit_tiny_patch16_224:patch_size=8|1000|32"
 )
 for v in "${VARIANTS[@]}"; do
   IFS='|' read -r name spec backbone steps batch <<<"$v"
