@@ -10,7 +10,8 @@
 #   rarity_img  the same with statistics over the original images, carried into each view by its
 #           sampling grid (rarity_frame=image, the default); _w10: rarity_weight 10
 #   rarity_orig the predictor trained on the un-augmented images themselves (rarity_frame=original);
-#           _1000: 1,000 steps (its rarity loss was still falling at 300)
+#           _1000: 1,000 steps (its rarity loss was still falling at 300); rarity_img_1000: the
+#           rarity_frame=image control at the same 1,000 steps
 # Usage: [ONLY="name ..."] bash benchmarks/sparsecontrast_lesions.sh [WORK_DIR]   (~20 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ VARIANTS=(
   "rarity_img|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=image|vit_tiny_patch16_224:patch_size=8|300|32"
   "rarity_img_w10|sparsecontrast:keep_ratio=0.5:rarity_weight=10:rarity_frame=image|vit_tiny_patch16_224:patch_size=8|300|32"
   "rarity_orig|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=original|vit_tiny_patch16_224:patch_size=8|300|32"
+  "rarity_img_1000|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=image|vit_tiny_patch16_224:patch_size=8|1000|32"
   "rarity_orig_1000|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=original|vit_tiny_patch16_224:patch_size=8|1000|32"
 )
 for v in "${VARIANTS[@]}"; do

@@ -19,12 +19,13 @@ contrastive loss alone): the predictor is also trained (binary cross-entropy, we
 ``rarity_weight``) to flag the ``keep_ratio`` most *atypical* tokens of each view: those whose
 standardised pixels differ most from running per-position statistics (buffers
 ``pixel_mean``/``pixel_sq``, an average with momentum ``rarity_momentum``, saved with the
-weights so a resume is exact). ``rarity_frame=image`` (default) keeps the statistics over the
-original, aligned images and carries each pixel's z-score into a view by the view's sampling
-grid; ``view`` keeps them over the views themselves (the first version; augmentation blurs them);
-``original`` scores the original images themselves with the predictor (an extra pass through
-the blocks before ``prune_at`` on the un-augmented batch) and trains it there, where position and
-anatomy agree exactly as at inference; a view cannot tell the predictor where it was cut from.
+weights so a resume is exact). ``rarity_frame=original`` (default) has the predictor score the
+original, un-augmented images (an extra pass through the blocks before ``prune_at``) and takes
+the loss there, where positions and anatomy agree exactly as at inference; ``image`` keeps the
+same statistics but trains on the views, carrying each pixel's z-score into a view by the view's
+sampling grid (a view cannot tell the predictor where it was cut from); ``view`` keeps the
+statistics over the views themselves (the first version; augmentation blurs them). On the
+phantom's val split, at 1,000 steps, ``original`` keeps 0.678 of the lesion area, ``image`` 0.607.
 On the phantom the contrastive signal alone did not lead the predictor to lesions; positional
 atypicality leads it part of the way (docs/methods/sparsecontrast.md). ViT only.
 
@@ -69,8 +70,8 @@ class SparseContrastConfig(AugmentedViewsConfig):
     predictor_hidden: int | None = None
     rarity_weight: float = 0.0       # our addition: distil positional atypicality (ViT only)
     rarity_momentum: float = 0.99
-    rarity_frame: str = "image"      # image: statistics over the originals, target warped into the views;
-    #                                  view: statistics over the views; original: predictor trained on the originals
+    rarity_frame: str = "original"   # original: predictor trained on the un-augmented images; image: the
+    #                                  originals' statistics warped into the views; view: statistics over the views
 
     def __post_init__(self):
         if not 0 < self.keep_ratio <= 1:

@@ -224,7 +224,7 @@ def test_image_frame_rarity_follows_the_atypical_place_into_each_view():
     odd = x.clone()
     odd[:, :, 16:24, 16:24] += 3.0                                   # token 10 (row 2, col 2)
     twin = [build_method("sparsecontrast:keep_ratio=0.25:rarity_weight=1" + f, VIT4, 32)
-            for f in (":rarity_frame=view", "")]
+            for f in (":rarity_frame=view", ":rarity_frame=image")]
     for m in twin:
         m.rarity_target(x)
     identity = F.affine_grid(torch.eye(2, 3).expand(64, 2, 3), [64, 1, 32, 32], align_corners=False)
@@ -247,7 +247,8 @@ def test_original_frame_rarity_trains_the_predictor_on_the_unaugmented_images():
     binary cross-entropy target is the atypicality of those same images' tokens."""
     import torch.nn.functional as F
     torch.manual_seed(0)
-    m = build_method("sparsecontrast:keep_ratio=0.25:rarity_weight=1:rarity_frame=original", VIT4, 32)
+    m = build_method("sparsecontrast:keep_ratio=0.25:rarity_weight=1", VIT4, 32)  # the default frame
+    assert m.config.rarity_frame == "original"
     x = torch.randn(8, 1, 32, 32)
     logits = m._sparse.saliency_logits(x)
     assert logits.shape == (8, 16)
