@@ -250,7 +250,11 @@ def _fit(run: RunConfig, dataset: PreparedDataset, model: Method, out: Path, res
                 raw_model.set_progress(step, total)
                 raw_model.set_batch_rows(stream.rows_for(step), dataset)
                 x = to_model_input(stream.batch(step), run.image_size, device=fabric.device)
-                logs = model.training_step(x, step_generator(train.seed, step, fabric.global_rank, fabric.device))
+                # Fabric applies its precision (bf16 autocast) to forward() only: a method marked
+                # with mark_forward_method on one device is called as is, so autocast here
+                with fabric.autocast():
+                    logs = model.training_step(x, step_generator(train.seed, step, fabric.global_rank,
+                                                                 fabric.device))
                 loss = logs["loss"]
                 good = _all_agree(fabric, bool(torch.isfinite(loss.detach())))
                 optimizer.zero_grad(set_to_none=True)

@@ -103,3 +103,23 @@ def test_steps_win_over_epochs_from_any_source(tiny_ds, tmp_path):
     run = resolve_run_config("spcl", tiny_ds, config_file=cfg, train_overrides={"steps": 5})
     assert run.train.steps == 5 and run.train.epochs is None
     assert resolve_run_config("spcl", tiny_ds).train.epochs == 10.0
+
+
+def test_bf16_mixed_runs_the_training_step_under_autocast(tiny_ds, tmp_path, monkeypatch):
+    """--precision bf16-mixed on CPU: the method's training step runs under bf16 autocast (Fabric
+    only wraps forward()), so its losses differ from a 32-true run's; 32-true has no autocast."""
+    seen = []
+    real = SPCL.training_step
+
+    def spy(self, images, generator):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(self, images, generator)
+
+    monkeypatch.setattr(SPCL, "training_step", spy)
+    train = dict(TRAIN, steps=2, checkpoint_every=2)
+    pretrain("spcl", tiny_ds.root, tmp_path / "fp32", backbone=TINY_VIT, train_overrides=train)
+    assert seen == [False, False]
+    pretrain("spcl", tiny_ds.root, tmp_path / "bf16", backbone=TINY_VIT,
+             train_overrides=dict(train, precision="bf16-mixed"))
+    assert seen[2:] == [True, True]
+    assert losses(tmp_path / "bf16") != losses(tmp_path / "fp32")
