@@ -35,8 +35,9 @@ prototype norms, a frozen last layer) the teacher's information about the image
 (``teacher_batch_entropy - teacher_entropy``) falls from the first steps. What makes the loss
 fall on a CPU: weak global crops (``global_crop_area=0.8,1.0``), no local crops and 1,000-2,000
 steps (covid_radiography, 64 px): the information recovers after ~300 steps and the loss falls
-below its start (both pre-training seeds tried). At 64 px, strong or local crops hold too little of the image for the student to
-predict the teacher (docs/methods/comcl.md, fourth round). The defaults stay the paper's.
+below its start (both pre-training seeds tried). At 64 px, strong or local crops hold too
+little of the image for the student to predict the teacher (docs/methods/comcl.md, fourth
+round). The defaults stay the paper's.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class DINO(MomentumMethod):
         if self.progress >= self.config.freeze_last_layer:
             return self.head(features)
         last = self.head.last_layer
-        weight = torch._weight_norm(last.weight_v, last.weight_g, 0).detach()
+        v = last.weight_v.detach()  # weight norm: w = g * v / |v| per prototype (row)
+        weight = last.weight_g.detach() * v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
         return F.linear(F.normalize(self.head.layers(features), dim=-1), weight)
 
     def teacher_temp_now(self) -> float:

@@ -188,7 +188,8 @@ class SparseContrast(Method):
         """Update the per-position pixel statistics with this batch, then the 0/1 target.
 
         ``grids`` None (``rarity_frame=view`` or ``original``): ``images`` are the images the
-        predictor scores (the views, or the originals), and statistics and scores are per position. Otherwise (``image``): ``images`` are the original images
+        predictor scores (the views, or the originals), and statistics and scores are per
+        position. Otherwise (``image``): ``images`` are the original images
         (the anatomy is aligned there, so the per-position statistics stay sharp); each pixel's
         squared z-score is computed on them and carried into each view with the view's own
         sampling grid, then averaged per token."""
