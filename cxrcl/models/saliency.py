@@ -169,13 +169,16 @@ class SparseEncoder(TokenBackbone):
         blocks ``[0, prune_at)`` and the predictor only."""
         if not self.is_vit:
             raise ValueError("saliency_logits scores ViT patch tokens; a CNN scores windows")
+        return self.predictor(self._vit_front(x)[:, self.backbone.vit.num_prefix_tokens:])
+
+    def _vit_front(self, x: torch.Tensor) -> torch.Tensor:
+        """Blocks ``[0, prune_at)`` on every token (prefix tokens first)."""
         bb: ViTBackbone = self.backbone
-        h = bb.run_blocks(bb.add_prefix(bb.embed(x)), 0, self.prune_at)
-        return self.predictor(h[:, bb.vit.num_prefix_tokens:])
+        return bb.run_blocks(bb.add_prefix(bb.embed(x)), 0, self.prune_at)
 
     def _run_vit(self, x, keep_ratio, generator, noise, straight_through, score) -> Pruned:
         bb: ViTBackbone = self.backbone
-        h = bb.run_blocks(bb.add_prefix(bb.embed(x)), 0, self.prune_at)
+        h = self._vit_front(x)
         logits = keep = None
         if score:
             npre = bb.vit.num_prefix_tokens
