@@ -69,17 +69,33 @@ def real() -> None:
             n = len(next(iter(per_frac.values())))
             cells = [f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" for _, v in sorted(per_frac.items())]
             print(f"| {data} | {name} | {n} | " + " | ".join(cells) + " |")
+        print("\nthe same pooling of the val AUROC each probe chose C with (labels at the same fraction)\n")
+        print("| data | encoder | seeds | 1% | 10% | 100% |")
+        print("|---|---|---|---|---|---|")
+        for (data, name), per_frac in pool_pretrain_seeds(rows, split="val").items():
+            n = len(next(iter(per_frac.values())))
+            cells = [f"{statistics.mean(v):.3f}" for _, v in sorted(per_frac.items())]
+            print(f"| {data} | {name} | {n} | " + " | ".join(cells) + " |")
 
 
-def pool_pretrain_seeds(rows: list[Path]) -> dict:
+def pool_pretrain_seeds(rows: list[Path], split: str = "test") -> dict:
     """Runs named ``{encoder}_s{N}`` are seed N of ``{encoder}`` (seed 0 has no suffix): per
-    (data, encoder) with more than one seed, fraction -> the per-seed mean AUROCs."""
+    (data, encoder) with more than one seed, fraction -> the per-seed mean AUROCs on the test
+    split, or (``split="val"``) the per-seed mean of the val AUROCs the probe chose C with."""
     groups: dict = {}
     for f in rows:
         data, _, name = f.stem.removesuffix("_linear").partition("_")
         base = re.sub(r"_s\d+$", "", name)
-        for frac, s in load(f)["summary"].items():
-            groups.setdefault((data, base), {}).setdefault(float(frac), []).append(s["auroc_mean"])
+        d = load(f)
+        if split == "test":
+            per_frac = {float(frac): s["auroc_mean"] for frac, s in d["summary"].items()}
+        else:
+            vals: dict = {}
+            for r in d["results"]:
+                vals.setdefault(float(r["fraction"]), []).append(statistics.mean(r["val_auroc_per_label"].values()))
+            per_frac = {frac: statistics.mean(v) for frac, v in vals.items()}
+        for frac, value in per_frac.items():
+            groups.setdefault((data, base), {}).setdefault(frac, []).append(value)
     return {k: v for k, v in groups.items() if len(next(iter(v.values()))) > 1}
 
 
