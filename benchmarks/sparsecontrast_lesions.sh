@@ -46,4 +46,5 @@ for v in "${VARIANTS[@]}"; do
     cp "$WORK/explain_${name}_${split}/explain.json" "$OUT/phantom_explain_${name}_${split}.json"
   done
   cp "$WORK/explain_${name}_test/overlays.png" "$FIG/sparsecontrast_phantom_${name}.png"
+  cp "$run/metrics.jsonl" "$OUT/phantom_${name}_metrics.jsonl"   # the rarity loss, for the docs
 done
