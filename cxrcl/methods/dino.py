@@ -113,10 +113,10 @@ class DINO(MomentumMethod):
         output layer (the prototypes) gets no gradient (DINO freezes it for the first epoch)."""
         if self.progress >= self.config.freeze_last_layer:
             return self.head(features)
-        last = self.head.last_layer
-        v = last.weight_v.detach()  # weight norm: w = g * v / |v| per prototype (row)
-        weight = last.weight_g.detach() * v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
-        return F.linear(F.normalize(self.head.layers(features), dim=-1), weight)
+        # the same head, with the output layer's parameters detached (the loop has no hook
+        # between backward and the optimizer step for lightly's cancel_last_layer_gradients)
+        frozen = {f"last_layer.{n}": p.detach() for n, p in self.head.last_layer.named_parameters()}
+        return torch.func.functional_call(self.head, frozen, (features,))
 
     def teacher_temp_now(self) -> float:
         start, end = self.config.teacher_temp
