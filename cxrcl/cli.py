@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="zeroshot/retrieval: leave out rows whose COLUMN is non-empty "
                          "(e.g. covid_chestxray_match: copies of another set's images)")
     ev.add_argument("--k", default="1,5,10", help="retrieval: comma list of K for Recall@K")
+    ev.add_argument("--match", default="text", choices=["text", "labels"],
+                    help="retrieval: a hit is the image's own report (text) or any report of the same "
+                         "label set (labels; adds Precision@K, CheXpert 5x200 style)")
     ev.add_argument("--finetune", action="store_true", help="segment: train the encoder too (default frozen)")
     ev.add_argument("--head-steps", type=int, default=300, help="segment: decoder training steps (early-stopped on val)")
 

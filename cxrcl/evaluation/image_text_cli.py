@@ -22,7 +22,8 @@ from cxrcl.evaluation.results import build_result, save_json
 def evaluate_image_text(task: str, run: str, data: str | Path, out: str | Path | None = None, *,
                         labels: str | None = None, prompts: str | None = None, scoring: str | None = None,
                         ensemble: str | None = None, split: str = "test", text_column: str | None = None,
-                        exclude_nonempty: str | None = None, ks: str = "1,5,10", model=None) -> dict:
+                        exclude_nonempty: str | None = None, ks: str = "1,5,10", match: str = "text",
+                        model=None) -> dict:
     """Run ``task`` (zeroshot or retrieval) and write the JSON to ``out`` (when given).
 
     ``model`` (an :class:`~cxrcl.evaluation.image_text_model.ImageTextModel`) skips loading
@@ -51,7 +52,7 @@ def evaluate_image_text(task: str, run: str, data: str | Path, out: str | Path |
                      split=split, exclude_nonempty=exclude_nonempty, text_column=text_column)
     else:
         r = retrieval(model, ds, text_column=text_column, split=split, ks=ks,
-                      exclude_nonempty=exclude_nonempty)
+                      exclude_nonempty=exclude_nonempty, match=match)
     command = "cxrcl " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "cxrcl" else None
     extra = {"command": command} if command else {}
     extra["ignored"] = "fractions and seeds: nothing is fitted, nothing is sampled"
@@ -62,6 +63,9 @@ def evaluate_image_text(task: str, run: str, data: str | Path, out: str | Path |
         res["summary"] = {"0.0": {"auroc_mean": None, "auroc_std": None, "n_seeds": 1, "n_train_mean": 0.0,
                                   "recall_at_k": r["result"]["recall_at_k"],
                                   "chance_at_k": r["result"]["chance_at_k"]}}
+        for key in ("precision_at_k", "precision_chance_at_k"):
+            if key in r["result"]:
+                res["summary"]["0.0"][key] = r["result"][key]
     if out is not None:
         save_json(res, out)
     return res
@@ -72,7 +76,7 @@ def run_image_text_eval(args) -> int:
     res = evaluate_image_text(args.task, args.run, args.data, args.out, labels=args.label,
                               prompts=args.prompts, scoring=args.scoring, ensemble=args.ensemble,
                               split=args.split, text_column=args.text_column,
-                              exclude_nonempty=args.exclude_nonempty, ks=args.k)
+                              exclude_nonempty=args.exclude_nonempty, ks=args.k, match=args.match)
     r = res["results"][0]
     if args.task == "zeroshot":
         ci = r.get("auroc_ci95")
@@ -83,6 +87,10 @@ def run_image_text_eval(args) -> int:
     else:
         for d, rec in r["recall_at_k"].items():
             parts = ", ".join(f"R@{k} {v:.3f} (chance {r['chance_at_k'][d][k]:.3f})" for k, v in rec.items())
-            print(f"{d} on {r['split']} ({r['n_images']} images, {r['n_reports']} reports): {parts}")
+            if "precision_at_k" in r:
+                parts += ", " + ", ".join(f"P@{k} {v:.3f} (chance {r['precision_chance_at_k'][d][k]:.3f})"
+                                          for k, v in r["precision_at_k"][d].items())
+            print(f"{d} on {r['split']} ({r['n_images']} images, {r['n_reports']} reports, "
+                  f"match {res['protocol']['match']}): {parts}")
     print(f"wrote {args.out}")
     return 0

@@ -16,6 +16,15 @@ Our choices (the usual definition assumes one report per image and distinct repo
 - Chance: image -> report K / M; report -> image, for a text shared by m of N images,
   1 - C(N - m, K) / C(N, K) (at least one of its images among K drawn at random), averaged over
   queries. Both are capped at 1.
+
+``match="labels"`` (``--match labels``) adds category-level retrieval, the protocol of
+GLoRIA/MGCA's CheXpert 5x200 image-to-text retrieval: an item is relevant when its label set (the
+data set's label columns, exactly equal; unknown = its own value) equals the query's; for a text
+shared by several images, any of them. It reports Precision@K (mean share of relevant items in the
+top K; chance = the share of relevant items in the gallery) and Recall@K as above (at least one
+relevant item in the top K; chance by the same formula), ties against the model. It asks less than
+instance retrieval: the templated phantom reports name zone and size that a 64 px encoder cannot
+resolve, so an image's own report is one of many that describe its findings.
 """
 
 from __future__ import annotations
@@ -92,9 +101,53 @@ def chance_any(n: int, m: int, k: int) -> float:
     return 1.0 - p_none
 
 
+def label_relevance(labels: np.ndarray, text_of_image: np.ndarray, m: int) -> np.ndarray:
+    """bool [N images, M texts]: text j is relevant to image i when an image carrying j has i's label set."""
+    lab = np.nan_to_num(np.asarray(labels, dtype=np.float64), nan=-1.0)
+    _, key = np.unique(lab, axis=0, return_inverse=True)
+    key = key.reshape(-1)
+    onehot = np.eye(int(key.max()) + 1, dtype=np.int64)[key]  # [N, U]
+    carries = np.zeros((len(key), m), np.int64)
+    carries[np.arange(len(key)), text_of_image] = 1
+    text_keys = (carries.T @ onehot) > 0  # [M, U]
+    return (onehot @ text_keys.T.astype(np.int64)) > 0
+
+
+def _ranked_hits(sim: np.ndarray, relevant: np.ndarray, k_max: int) -> np.ndarray:
+    """bool [Q, k_max]: is the item at each of the top k_max places relevant (ties: wrong items first)."""
+    order = np.lexsort((relevant, -sim), axis=1)[:, :k_max]
+    return np.take_along_axis(relevant, order, axis=1)
+
+
+def label_recall_at_k(sim: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> dict:
+    """Category-level Precision@K and Recall@K both ways from ``sim`` and ``relevant`` [N, M]."""
+    sim = np.asarray(sim, dtype=np.float64)
+    relevant = np.asarray(relevant, bool)
+    out = {d: {} for d in ("precision_at_k", "precision_chance_at_k", "recall_at_k", "chance_at_k")}
+    for d, s, r in (("image_to_report", sim, relevant), ("report_to_image", sim.T, relevant.T)):
+        hits = _ranked_hits(s, r, min(max(ks), s.shape[1]))
+        n_rel, g = r.sum(axis=1), s.shape[1]
+        for v in out.values():
+            v[d] = {}
+        for k in ks:
+            top = hits[:, :k]
+            out["precision_at_k"][d][str(k)] = float((top.sum(axis=1) / k).mean())
+            out["precision_chance_at_k"][d][str(k)] = float((n_rel / g).mean())
+            out["recall_at_k"][d][str(k)] = float(top.any(axis=1).mean())
+            out["chance_at_k"][d][str(k)] = float(np.mean([chance_any(g, int(c), k) for c in n_rel]))
+    return out
+
+
 def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split: str = "test",
-              ks: Sequence[int] = (1, 5, 10), exclude_nonempty: str | None = None) -> dict:
-    """The ``results`` entry (and protocol details) of a retrieval evaluation."""
+              ks: Sequence[int] = (1, 5, 10), exclude_nonempty: str | None = None,
+              match: str = "text") -> dict:
+    """The ``results`` entry (and protocol details) of a retrieval evaluation.
+
+    ``match``: ``text`` (an image's own report) or ``labels`` (any report of the same label set)."""
+    if match not in ("text", "labels"):
+        raise CxrclError(f"--match {match!r}: use text (an image's own report) or labels (same label set)")
+    if match == "labels" and not ds.label_names:
+        raise CxrclError(f"{ds.root} has no label columns: --match labels needs them; use --match text")
     col = text_column or getattr(model, "text_column", "report")
     if col not in ds.meta.columns:
         cols = ds.info.get("text_columns") or []
@@ -112,11 +165,18 @@ def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split:
     uniq, t_idx = group_texts(texts)
     img = model.images(ds.images[rows])
     txt = model.texts(uniq)
-    res = recall_at_k(img @ txt.T, t_idx, parse_ks(ks))
+    sim = img @ txt.T
+    if match == "labels":
+        res = label_recall_at_k(sim, label_relevance(ds.labels(ds.label_names, rows), t_idx, len(uniq)),
+                                parse_ks(ks))
+    else:
+        res = recall_at_k(sim, t_idx, parse_ks(ks))
     result = {"fraction": 0.0, "seed": 0, "n_train": 0, "split": split, "n_images": int(len(rows)),
               "n_reports": len(uniq), "n_excluded": n_excluded,
               "n_without_text": int((~keep).sum()), "auroc": None, "auroc_per_label": {}, **res}
     protocol = {"text_column": col, "similarity": "cosine of unit embeddings",
                 "duplicates": "identical texts are one report; report->image hits any image carrying it",
-                "ties": "count against the model", "exclude_nonempty": exclude_nonempty}
+                "ties": "count against the model", "exclude_nonempty": exclude_nonempty, "match": match}
+    if match == "labels":
+        protocol["match_labels"] = ds.label_names
     return {"result": result, "protocol": protocol, "feature_dim": int(img.shape[1])}

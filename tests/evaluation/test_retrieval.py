@@ -11,7 +11,14 @@ import pytest
 from cxrcl.errors import CxrclError
 from cxrcl.evaluation.image_text_cli import evaluate_image_text
 from cxrcl.evaluation.image_text_model import ImageTextModel
-from cxrcl.evaluation.retrieval import chance_any, group_texts, parse_ks, recall_at_k
+from cxrcl.evaluation.retrieval import (
+    chance_any,
+    group_texts,
+    label_recall_at_k,
+    label_relevance,
+    parse_ks,
+    recall_at_k,
+)
 from tests.evaluation.fake_image_text import SIZE, FindingModel, IdModel, make_paired_dataset
 
 
@@ -91,3 +98,49 @@ def test_retrieval_needs_text(tmp_path):
     model = ImageTextModel(IdModel(len(ds)), SIZE, "id", device="cpu")
     with pytest.raises(CxrclError, match="no text column"):
         evaluate_image_text("retrieval", "id", ds.root, model=model)
+
+
+def test_label_relevance_uses_any_image_of_a_shared_text():
+    # images 0, 1 share text 0 but differ in labels; image 2 (text 1) has image 1's labels
+    lab = np.array([[1, 0], [0, 1], [0, 1]], float)
+    rel = label_relevance(lab, np.array([0, 0, 1]), 2)
+    assert rel.tolist() == [[True, False], [True, True], [True, True]]
+    # unknown labels (NaN) match only unknown
+    rel = label_relevance(np.array([[np.nan], [0.0], [np.nan]]), np.arange(3), 3)
+    assert rel.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+
+
+def test_label_precision_on_a_known_matrix():
+    # 3 images x 3 texts; texts 0 and 2 are relevant to image 0, only text 1 to images 1 and 2
+    rel = np.array([[1, 0, 1], [0, 1, 0], [0, 1, 0]], bool)
+    sim = np.array([[0.9, 0.5, 0.1],    # top-2: text 0 (rel), text 1 (not) -> P@2 1/2
+                    [0.2, 0.2, 0.1],    # tie of texts 0 and 1 at the top: the wrong one first
+                    [0.0, 0.8, 0.3]])
+    r = label_recall_at_k(sim, rel, [1, 2])
+    assert r["recall_at_k"]["image_to_report"] == {"1": pytest.approx(2 / 3), "2": 1.0}
+    assert r["precision_at_k"]["image_to_report"] == {"1": pytest.approx(2 / 3), "2": pytest.approx(1 / 2)}
+    assert r["precision_chance_at_k"]["image_to_report"]["1"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 3) / 3)
+    # report -> image: text 0 [.9, .2, 0] -> image 0 (rel); text 1 [.5, .2, .8] -> image 2 (rel);
+    # text 2 [.1, .1, .3] -> image 2 (not), then image 0 ties image 1 and comes after it
+    assert r["recall_at_k"]["report_to_image"] == {"1": pytest.approx(2 / 3), "2": pytest.approx(2 / 3)}
+    assert r["chance_at_k"]["report_to_image"]["1"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 3) / 3)
+
+
+def test_finding_model_is_perfect_by_labels(tmp_path):
+    """The model that sees only the findings finds reports of the same findings every time."""
+    ds = make_paired_dataset(tmp_path / "d")
+    model = ImageTextModel(FindingModel(), SIZE, "f", device="cpu")
+    res = evaluate_image_text("retrieval", "f", ds.root, tmp_path / "r.json", model=model, match="labels")
+    r = res["results"][0]
+    assert res["protocol"]["match"] == "labels" and res["protocol"]["match_labels"] == ds.label_names
+    for d in ("image_to_report", "report_to_image"):
+        assert r["recall_at_k"][d]["1"] == 1.0 and r["precision_at_k"][d]["1"] == 1.0
+        assert 0 < r["precision_chance_at_k"][d]["1"] < 0.6
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["0.0"]["precision_at_k"] == r["precision_at_k"]
+
+
+def test_match_must_be_text_or_labels(tmp_path):
+    ds = make_paired_dataset(tmp_path / "d")
+    model = ImageTextModel(IdModel(len(ds)), SIZE, "id", device="cpu")
+    with pytest.raises(CxrclError, match="--match"):
+        evaluate_image_text("retrieval", "id", ds.root, model=model, match="label")
