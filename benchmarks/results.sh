@@ -24,7 +24,7 @@ BATCH=64
 case "$MODE" in
   full)    STEPS_MAIN=300; STEPS_SMALL=150; SEEDS=3; FRACTIONS=0.01,0.1,1.0; BENCH_STEPS=10
            TASKS="linear knn finetune zeroshot retrieval segment"
-           WORK=${WORK:-.bench-data/results}; OUT=${OUT:-benchmarks/results/bench}; DOC=${DOC:-docs/results.md} ;;
+           WORK=${WORK:-.bench-data/results}; OUT=${OUT:-benchmarks/results/bench_full}; DOC=${DOC:-docs/results.md} ;;
   --quick) STEPS_MAIN=40; STEPS_SMALL=20; SEEDS=3; FRACTIONS=0.01,0.1,1.0; BENCH_STEPS=3
            TASKS="linear zeroshot retrieval"
            WORK=${WORK:-.bench-data/results_quick}; OUT=${OUT:-benchmarks/results/bench}; DOC=${DOC:-docs/results.md} ;;
@@ -34,6 +34,10 @@ case "$MODE" in
   *) echo "usage: bash benchmarks/results.sh [--quick | --dry]"; exit 2 ;;
 esac
 RUNS_OUT=${OUT}_runs
+# each mode writes its own OUT (a finished eval JSON is reused on resume, so modes must not share one)
+if [ -f "${OUT}_budget.json" ] && ! grep -q "\"mode\": \"$MODE\"" "${OUT}_budget.json"; then
+  echo "$OUT holds the results of another mode (${OUT}_budget.json); set OUT=DIR for this one"; exit 2
+fi
 [ -d "$SHARED" ] || { echo "needs ../shared/data beside the repository"; exit 1; }
 METHODS=${METHODS:-$($PY -c "from cxrcl.methods.registry import METHODS; print(' '.join(METHODS))")}
 IT_METHODS=$($PY -c "from cxrcl.methods.registry import METHODS; from cxrcl.methods.image_text import ImageTextMethod
