@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Can the phantom's findings be learnt from its pixels at all? A supervised reference for the
+# image-report runs of benchmarks/image_text_phantom_long.sh: `cxrcl eval finetune` of a
+# randomly initialised ResNet-18 (every weight trained, early stopping on val) on the
+# 4,096-image phantom's train split, all 5 findings, test AUROC per finding. Not a method: it
+# uses every training label, which zero-shot never sees.
+# SIZES (default "128"): phantom sizes in px (the phantom is made under WORK when missing).
+# Usage: [SIZES="64 128"] bash benchmarks/phantom_supervised_ceiling.sh   (~14 min per size on 1 core)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+W=${WORK:-.bench-data/image_text}
+OUT=benchmarks/results/image_text/long_probe
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+mkdir -p "$OUT"
+for px in ${SIZES:-128}; do
+  data=$W/phantom${px}_4k
+  [ -f "$data/dataset.json" ] || .venv/bin/cxrcl data phantom "$data" --n 4096 --size "$px" --seed 0
+  out=$OUT/supervised_resnet18_phantom${px}_4k.json
+  [ -f "$out" ] || .venv/bin/cxrcl eval finetune --run random:resnet18 --data "$data" --label all \
+    --fractions 1.0 --seeds 1 --max-epochs 8 --patience 3 --out "$out"
+done
