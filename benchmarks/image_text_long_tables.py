@@ -101,8 +101,8 @@ def markdown(tables: list[dict]) -> str:
         lines.append(f"| {t['variant']} | {t['steps']} | {len(t['seeds_with_val'])} | {cells} | "
                      f"{t.get('chosen_on_val_seed0', '').replace('_', ' ')} |")
     lines += ["", f"## Test: the option chosen on val, per pre-training seed (target >= {TARGET})", "",
-              "| variant | option | test images | macro AUROC per seed | mean ± std | per finding (mean) |",
-              "|---|---|---|---|---|---|"]
+              "| variant | steps | option | test images | macro AUROC per seed | mean ± std | per finding (mean) |",
+              "|---|---|---|---|---|---|---|"]
     for t in tables:
         if "test" not in t:
             continue
@@ -110,13 +110,13 @@ def markdown(tables: list[dict]) -> str:
         per_seed = " / ".join(f"{x['macro_auroc'][s]:.3f}" for s in x["seeds"])
         m, sd = x["macro_auroc_mean_std"]
         per = ", ".join(f"{n} {v:.2f}" for n, v in x["per_label_mean"].items())
-        lines.append(f"| {t['variant']} | {t['chosen_on_val_seed0'].replace('_', ' ')} | {x['n_test']} | "
+        lines.append(f"| {t['variant']} | {t['steps']} | {t['chosen_on_val_seed0'].replace('_', ' ')} | {x['n_test']} | "
                      f"{per_seed} | **{m:.3f} ± {sd:.3f}** | {per} |")
     lines += ["", "## Retrieval on the test split, mean ± std over seeds (chance in brackets)", "",
               "Own report: the hit is the image's own report (R@K). By label set (`--match labels`): any "
               "report of exactly the image's findings (P@K, R@K).", "",
-              "| variant | match | direction | " + " | ".join(f"R@{k}" for k in KS) + " | "
-              + " | ".join(f"P@{k}" for k in KS) + " | seeds |", "|---|---|---|" + "---|" * 7]
+              "| variant | steps | match | direction | " + " | ".join(f"R@{k}" for k in KS) + " | "
+              + " | ".join(f"P@{k}" for k in KS) + " | seeds |", "|---|---|---|---|" + "---|" * 7]
     for t in tables:
         for kind, label in (("retrieval", "own report"), ("retrieval_labels", "label set")):
             if kind not in t:
@@ -126,7 +126,7 @@ def markdown(tables: list[dict]) -> str:
                 rec = " | ".join(f"{r['recall_at_k'][d][k][0]:.3f} ({r['chance_at_k'][d][k]:.3f})" for k in KS)
                 pre = " | ".join(f"{r['precision_at_k'][d][k][0]:.3f} ({r['precision_chance_at_k'][d][k]:.3f})"
                                  if "precision_at_k" in r else "" for k in KS)
-                lines.append(f"| {t['variant']} | {label} | {d.replace('_', ' ')} | {rec} | {pre} | "
+                lines.append(f"| {t['variant']} | {t['steps']} | {label} | {d.replace('_', ' ')} | {rec} | {pre} | "
                              f"{len(r['seeds'])} |")
     return "\n".join(lines) + "\n"
 

@@ -4,6 +4,8 @@
 # randomly initialised ResNet-18 (every weight trained, early stopping on val) on the
 # 4,096-image phantom's train split, all 5 findings, test AUROC per finding. Not a method: it
 # uses every training label, which zero-shot never sees.
+# Beside it, the linear probe (100 % labels) of the 128 px SISTA run of image_text_phantom_long.sh
+# (DATA=phantom128_4k NAME=sista_sent1_128_4k), when that run exists: what its image features hold.
 # SIZES (default "128"): phantom sizes in px (the phantom is made under WORK when missing).
 # Usage: [SIZES="64 128"] bash benchmarks/phantom_supervised_ceiling.sh   (~14 min per size on 1 core)
 set -euo pipefail
@@ -19,3 +21,8 @@ for px in ${SIZES:-128}; do
   [ -f "$out" ] || .venv/bin/cxrcl eval finetune --run random:resnet18 --data "$data" --label all \
     --fractions 1.0 --seeds 1 --max-epochs 8 --patience 3 --out "$out"
 done
+run=.bench-data/it_long/sista_sent1_128_4k_1000
+out=$OUT/linear_sista_sent1_128_4k.json
+if [ -d "$run" ] && [ ! -f "$out" ]; then
+  .venv/bin/cxrcl eval linear --run "$run" --data "$W/phantom128_4k" --label all --fractions 1.0 --seeds 1 --out "$out"
+fi
