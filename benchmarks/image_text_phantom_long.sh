@@ -14,7 +14,8 @@
 # --size PX --seed 0` (made here when missing): 4x the images, 819 test images instead of 204.
 # BACKBONE (default vit_tiny_patch16_224:patch_size=8:depth=4): e.g. vit_tiny_patch16_224:depth=4
 # (16 px patches) at 128 px has the same 8x8 tokens as 8 px patches at 64 px.
-# Usage: [STEPS=1000] [SPEC=METHOD:KEY=VALUE NAME=VARIANT] [SEED=N] [TEST="PROMPTS SCORING"] bash benchmarks/image_text_phantom_long.sh
+# Usage: [STEPS=1000] [SPEC=METHOD:KEY=VALUE NAME=VARIANT] [SEED=N] [DATA=phantom64_4k] [BACKBONE=...]
+#        [TEST="PROMPTS SCORING"] bash benchmarks/image_text_phantom_long.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${WORK:-.bench-data/image_text}
