@@ -12,7 +12,9 @@ Our choices (the paper-free part):
 
 - Features: a ViT gives four levels, the hidden tokens after blocks depth/4, depth/2, 3depth/4
   and depth (UNETR's z3, z6, z9, z12 for depth 12), each through the final norm, as maps
-  [D, H/p, W/p]; a CNN gives the output of each of its stages.
+  [D, H/p, W/p]; a CNN gives the output of each of its stages. A SparseContrast encoder is
+  segmented densely (its backbone with every token kept; the predictor is not used): a pruned
+  token set has no map to decode, and its kept set depends on the image.
 - Head ("light decoder", written here, ~0.1 M parameters): 1x1 lateral convs to 64 channels,
   resampled to the finest level and summed (UPerNet/FPN-style fusion without the PPM), then one
   (2x upsample, 3x3 conv, GroupNorm, ReLU) stage per factor 2 up to the input size, channels
@@ -58,6 +60,7 @@ from cxrcl.evaluation.fractions import (
     seed_list,
 )
 from cxrcl.models.backbones import CNNBackbone, TokenBackbone, ViTBackbone
+from cxrcl.models.saliency import SparseEncoder
 
 HEAD_CHANNELS = 64
 
@@ -70,6 +73,8 @@ def vit_cut_points(depth: int) -> list[int]:
 
 def feature_levels(backbone: TokenBackbone, x: torch.Tensor) -> list[torch.Tensor]:
     """Multi-level feature maps [B, C_l, H_l, W_l] of images ``x`` [B, 1, S, S]."""
+    if isinstance(backbone, SparseEncoder):  # dense: every token kept
+        backbone = backbone.backbone
     if isinstance(backbone, ViTBackbone):
         v = backbone.vit
         h, w = backbone.grid

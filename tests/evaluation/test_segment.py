@@ -64,6 +64,19 @@ def test_vit_levels_and_head_shape():
     assert seg.vit_cut_points(12) == [3, 6, 9, 12]
 
 
+def test_sparse_encoder_is_segmented_densely():
+    """A SparseContrast encoder gives its backbone's full maps (no token is pruned for segmentation)."""
+    from cxrcl.models.saliency import SaliencyPredictor, SparseEncoder
+
+    bb = create_backbone(BACKBONE, 32)
+    sparse = SparseEncoder(bb, SaliencyPredictor(bb.dim), prune_at=1, keep_ratio=0.5).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        got, want = seg.feature_levels(sparse, x), seg.feature_levels(bb, x)
+    assert [g.shape for g in got] == [w.shape for w in want] == [torch.Size([2, 48, 4, 4])] * 2
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
 def test_no_test_image_in_training_or_early_stopping(squares, monkeypatch):
     seen = []
     orig = seg.SegmentationProbe.fit
