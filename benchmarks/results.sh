@@ -35,9 +35,12 @@ case "$MODE" in
 esac
 RUNS_OUT=${OUT}_runs
 # each mode writes its own OUT (a finished eval JSON is reused on resume, so modes must not share one)
-if [ -f "${OUT}_budget.json" ] && ! grep -q "\"mode\": \"$MODE\"" "${OUT}_budget.json"; then
-  echo "$OUT holds the results of another mode (${OUT}_budget.json); set OUT=DIR for this one"; exit 2
-fi
+# (OUT/mode.txt is written before the first result, so a killed first invocation is guarded too)
+for f in "$OUT/mode.txt" "${OUT}_budget.json"; do
+  if [ -f "$f" ] && ! grep -q -e "\"mode\": \"$MODE\"" -e "^$MODE\$" "$f"; then
+    echo "$OUT holds the results of another mode ($f); set OUT=DIR for this one"; exit 2
+  fi
+done
 [ -d "$SHARED" ] || { echo "needs ../shared/data beside the repository"; exit 1; }
 METHODS=${METHODS:-$($PY -c "from cxrcl.methods.registry import METHODS; print(' '.join(METHODS))")}
 IT_METHODS=$($PY -c "from cxrcl.methods.registry import METHODS; from cxrcl.methods.image_text import ImageTextMethod
@@ -45,6 +48,7 @@ print(' '.join(k for k, v in METHODS.items() if isinstance(v, type) and issubcla
 EVAL_TASKS=$("$CXRCL" eval --help | sed -n 's/.*{\(linear[^}]*\)}.*/\1/p' | head -1 | tr ',' ' ')
 T0=$(date +%s)
 mkdir -p "$WORK/runs" "$OUT" "$RUNS_OUT"
+echo "$MODE" > "$OUT/mode.txt"
 NOTES="$OUT/notes.md"
 : > "$NOTES"
 note() { echo "- $*" | tee -a "$NOTES"; }

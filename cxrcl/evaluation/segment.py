@@ -343,6 +343,8 @@ def segmentation_probe(ds: PreparedDataset | str | os.PathLike, backbone: TokenB
                        f"of levels {probe.channels} -> {HEAD_CHANNELS} ch, fused at {probe.finest}x{probe.finest}, "
                        "2x upsample+conv+GroupNorm+ReLU stages (channels halving to 16), 1x1 -> logit",
             "encoder": "fine-tuned (lr 1e-4)" if finetune else "frozen",
+            "tokens": ("every token kept: a SparseContrast encoder segmented densely (its backbone; "
+                       "the saliency predictor unused)") if isinstance(backbone, SparseEncoder) else "every token",
             "train": f"AdamW lr 1e-3 wd 1e-4, batch {batch_size}, up to {steps} steps, BCE + soft Dice",
             "early_stopping": f"pooled val Dice every {eval_every} steps (ties: lower val loss), patience {patience}, best state kept; "
                               "val masks sampled at the same fraction and seed",

@@ -77,6 +77,17 @@ def test_sparse_encoder_is_segmented_densely():
     assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
+def test_segment_json_says_a_sparse_encoder_ran_dense(squares):
+    from cxrcl.models.saliency import SaliencyPredictor, SparseEncoder
+
+    bb = create_backbone(BACKBONE, 32)
+    sparse = SparseEncoder(bb, SaliencyPredictor(bb.dim), prune_at=1, keep_ratio=0.5).eval()
+    res = seg.segmentation_probe(squares, sparse, 32, fractions=(1.0,), seeds=1, steps=1, eval_every=1)
+    assert "SparseContrast encoder segmented densely" in res["protocol"]["tokens"]
+    plain = seg.segmentation_probe(squares, bb, 32, fractions=(1.0,), seeds=1, steps=1, eval_every=1)
+    assert plain["protocol"]["tokens"] == "every token"
+
+
 def test_no_test_image_in_training_or_early_stopping(squares, monkeypatch):
     seen = []
     orig = seg.SegmentationProbe.fit
