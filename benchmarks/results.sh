@@ -6,7 +6,7 @@
 # that applies, beside both floors; the efficiency bench; then `cxrcl report` -> docs/results.md.
 #
 # Usage: bash benchmarks/results.sh [--quick | --dry]
-#   (none)   the published budget (the case below; ~2-3 h on 2 CPU cores, estimated)
+#   (none)   the published budget (the case below; 2.7 h measured on 2 CPU cores: bench_full_budget.json)
 #   --quick  a smaller budget (~25 min on 2 CPU cores, estimated): fewer steps, linear probe (+ zero-shot and retrieval for image-text runs)
 #   --dry    plumbing check in a few minutes (2 steps, 1 seed); writes under /tmp, not docs/
 # Env: METHODS="spcl simclr ..." (default: every method of cxrcl.methods.registry), WORK, OUT, DOC.
