@@ -3,7 +3,8 @@
 # split of each real data set (covid_radiography = the main set, covid_chestxray, PneumoniaMNIST;
 # each pre-trained on itself: covid_radiography's COVID class holds copies of covid_chestxray
 # images, so no encoder is tested on a set it was not pre-trained on), evaluated with every task
-# that applies, beside both floors; the efficiency bench; then `cxrcl report` -> docs/results.md.
+# that applies, beside both floors; the efficiency bench; saliency overlays (`cxrcl explain`); then
+# `cxrcl report` -> docs/results.md.
 #
 # Usage: bash benchmarks/results.sh [--quick | --dry]
 #   (none)   the published budget (the case below; 2.7 h measured on 2 CPU cores: bench_full_budget.json)
@@ -138,6 +139,15 @@ if [ ${#TRAINED_IT[@]} -gt 0 ]; then   # image-text methods need the reports: be
       --backbone "$BACKBONE" --image-size $SIZE --batch-size $BATCH --steps $BENCH_STEPS \
       --out "$OUT/bench_image_text.json" || note "cxrcl bench of the image-text methods failed"
 fi
+# saliency overlays for the report: SparseContrast's kept tokens and S-PCL's attention rollout on
+# covid_radiography's test split (no masks there, so no lesion-area figure; see
+# docs/methods/sparsecontrast.md for the phantom's)
+for m in sparsecontrast spcl; do
+  run="$WORK/runs/covrad_$m"; ex="$OUT/explain_covrad_$m"
+  [ -f "$run/summary.json" ] && [ ! -f "$ex/explain.json" ] || continue
+  "$CXRCL" explain --run "$run" --data "$WORK/covrad" --out "$ex" --n 16 --split test >/dev/null \
+    || note "cxrcl explain of covrad_$m failed (see its message above)"
+done
 T1=$(date +%s)
 # a resumed invocation reuses the runs and results of earlier ones: add their wall time
 read -r PREV_S PREV_N < <($PY -c "import json,sys
