@@ -74,6 +74,10 @@ def analyse(model, ds) -> dict:
 
 
 def main() -> None:
+    missing = [p for p in (DATA, *(ROOT / ".bench-data/it_long" / n for n in RUNS.values())) if not p.exists()]
+    if missing:
+        raise SystemExit(f"{missing[0]} is missing: make it first with DATA=phantom64_4k "
+                         "bash benchmarks/image_text_phantom_long.sh (see its header for each run's SPEC)")
     ds = PreparedDataset.open(DATA)
     result = {"data": str(DATA.relative_to(ROOT)), "split_hash": ds.split_hash, "runs": {}}
     for method, name in RUNS.items():
