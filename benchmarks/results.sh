@@ -120,8 +120,10 @@ for dsspec in "${DATASETS[@]}"; do
   done
   for floor in "random:$BACKBONE" pixels; do
     tag=${floor%%:*}
-    for task in linear knn; do
+    for task in linear knn finetune; do
       has_task $task || continue
+      # fine-tuning's floor is the untrained encoder trained end to end (pixels have no weights)
+      [ $task = finetune ] && { [ "$tag" = pixels ] || [ "$ds" = covrad ]; } && continue
       evaluate $task "$floor" "$data" "$label" "$OUT/${ds}_${tag}_$task.json" --fractions $FRACTIONS --seeds $SEEDS
     done
   done
