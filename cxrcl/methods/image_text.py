@@ -32,7 +32,13 @@ nothing else. Both sides end in a projection head (the config's ``proj_*``) to `
 Text per step (training only; evaluation and ``encode_text`` always read the whole text):
 ``text_sentences`` = 0 (default) uses the whole report; k > 0 draws k of its sentences afresh
 each step (ConVIRT samples one sentence; our option, off by default), seeded by (step, row) so a
-resumed run draws the same ones. ``dedupe_texts`` (default on, our choice): pairs whose texts
+resumed run draws the same ones. ``text_sentence_pool`` (our option) says which sentences are drawn:
+``all`` (default, ConVIRT) any of them; ``findings`` only those where the rule labeller
+(:mod:`cxrcl.text.labeller`) finds a finding mentioned, asserted or denied, so boilerplate
+("Visualized osseous structures are unremarkable.") is never the step's only text; ``positive``
+those asserting a finding when the report has one, else as ``findings``. Each pool falls back
+to the next wider one when a report has no such sentence. It reads the report text only, never
+an image label. ``dedupe_texts`` (default on, our choice): pairs whose texts
 are identical (a report shared by several images, or the same sampled sentence) are removed from
 each other's softmax instead of being pushed apart as negatives.
 
@@ -43,6 +49,7 @@ weight). Temperature: CLIP's learnable one initialised at 0.07.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -73,12 +80,16 @@ class ImageTextConfig(MethodConfig):
     text_column: str = "report"
     report_sections: bool = True  # FINDINGS + IMPRESSION when present (False: the whole text)
     text_sentences: int = 0  # > 0: train on that many sentences drawn from each report (ConVIRT: 1)
+    text_sentence_pool: str = "all"  # which sentences are drawn: all | findings | positive
     dedupe_texts: bool = True  # identical texts in a batch are not each other's negatives
 
     def __post_init__(self):
         if self.text_sentences < 0:
             raise ValueError(f"text_sentences must be 0 (the whole report) or a sentence count, "
                              f"got {self.text_sentences}")
+        if self.text_sentence_pool not in SENTENCE_POOLS:
+            raise ValueError(f"text_sentence_pool must be one of {', '.join(SENTENCE_POOLS)}, "
+                             f"got {self.text_sentence_pool!r}")
 
 
 def report_text(raw: str, sections: bool = True) -> str:
@@ -93,14 +104,41 @@ def report_text(raw: str, sections: bool = True) -> str:
     return body or " ".join(raw.split())
 
 
-def sample_sentences(text: str, k: int, seed: tuple[int, ...]) -> str:
-    """``k`` sentences of ``text`` drawn without replacement (kept in report order) by a
-    generator seeded with ``seed``; the whole text when it has at most ``k`` sentences."""
+SENTENCE_POOLS = ("all", "findings", "positive")
+
+
+@functools.lru_cache(maxsize=65536)
+def _sentence_kind(sentence: str) -> int:
+    """2: the labeller finds a finding asserted in it; 1: only denied or uncertain ones; 0: none."""
+    from cxrcl.text.labeller import POSITIVE, find_mentions
+
+    mentions = find_mentions(sentence)
+    return 2 if any(m.status == POSITIVE for m in mentions) else int(bool(mentions))
+
+
+def sentence_pool(sentences: list[str], pool: str) -> list[str]:
+    """The sentences ``pool`` draws from (see the module docstring), widening to the next pool
+    (positive -> findings -> all) when the report has none of the narrower kind."""
+    if pool == "all":
+        return sentences
+    kinds = [_sentence_kind(s) for s in sentences]
+    for least in ((2, 1) if pool == "positive" else (1,)):
+        chosen = [s for s, kind in zip(sentences, kinds, strict=True) if kind >= least]
+        if chosen:
+            return chosen
+    return sentences
+
+
+def sample_sentences(text: str, k: int, seed: tuple[int, ...], pool: str = "all") -> str:
+    """``k`` sentences of ``text`` drawn without replacement (kept in report order) from its
+    ``pool`` (:func:`sentence_pool`) by a generator seeded with ``seed``; the whole pool when it
+    has at most ``k`` sentences."""
     from cxrcl.text.reports import split_sentences
 
-    sentences = split_sentences(text)
+    every = split_sentences(text)
+    sentences = sentence_pool(every, pool)
     if len(sentences) <= k:
-        return text
+        return text if len(sentences) == len(every) else " ".join(sentences)
     pick = np.sort(np.random.default_rng(list(seed)).choice(len(sentences), size=k, replace=False))
     return " ".join(sentences[i] for i in pick)
 
@@ -286,7 +324,7 @@ class ImageTextMethod(Method):
             raise ValueError(f"{len(raw)} reports for a batch of {n} images")
         texts = [report_text(t, c.report_sections) for t in raw]
         if c.text_sentences and self.training:  # a function of (step, row): resumes exactly
-            texts = [sample_sentences(t, c.text_sentences, (self.step, int(r)))
+            texts = [sample_sentences(t, c.text_sentences, (self.step, int(r)), c.text_sentence_pool)
                      for t, r in zip(texts, self.batch_rows, strict=True)]
         valid = torch.tensor([bool(t.strip()) for t in texts], device=device)
         return texts, valid

@@ -11,7 +11,7 @@ from cxrcl.data.phantom import make_phantom
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.errors import CxrclError
 from cxrcl.losses.info_nce import info_nce
-from cxrcl.methods.image_text import image_text_nce, report_text
+from cxrcl.methods.image_text import image_text_nce, report_text, sample_sentences, sentence_pool
 from cxrcl.methods.registry import build_method
 from cxrcl.text.reports import split_sentences
 from tests.conftest import TINY_VIT
@@ -100,3 +100,23 @@ def test_sentence_sampling_draws_whole_sentences_of_the_report_per_step(phantom)
     assert m.batch_reports(8)[0] == full  # evaluation reads the whole report
     with pytest.raises(CxrclError, match="text_sentences"):
         build_method(f"clip:{FAST}:text_sentences=-1", TINY_VIT, 32)
+
+
+def test_sentence_pool_keeps_finding_sentences_and_widens_when_a_report_has_none():
+    report = ("The heart is normal in size. Mediastinal contours are normal. No focal consolidation. "
+              "Moderate left pleural effusion. Visualized osseous structures are unremarkable.")
+    sentences = split_sentences(report)
+    assert sentence_pool(sentences, "all") == sentences
+    findings = sentence_pool(sentences, "findings")
+    assert "Mediastinal contours are normal." not in findings
+    assert "Visualized osseous structures are unremarkable." not in findings
+    assert {"No focal consolidation.", "Moderate left pleural effusion."} <= set(findings)
+    assert sentence_pool(sentences, "positive") == ["Moderate left pleural effusion."]
+    normal = split_sentences("No focal consolidation. Bones are unremarkable.")
+    assert sentence_pool(normal, "positive") == ["No focal consolidation."]  # -> findings
+    boiler = split_sentences("Bones are unremarkable. Soft tissues are normal.")
+    assert sentence_pool(boiler, "findings") == boiler  # -> all
+    for step in range(20):  # a one-sentence pool is drawn every step
+        assert sample_sentences(report, 1, (step, 0), "positive") == "Moderate left pleural effusion."
+    with pytest.raises(CxrclError, match="text_sentence_pool"):
+        build_method(f"clip:{FAST}:text_sentence_pool=some", TINY_VIT, 32)
