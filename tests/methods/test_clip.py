@@ -120,3 +120,14 @@ def test_sentence_pool_keeps_finding_sentences_and_widens_when_a_report_has_none
         assert sample_sentences(report, 1, (step, 0), "positive") == "Moderate left pleural effusion."
     with pytest.raises(CxrclError, match="text_sentence_pool"):
         build_method(f"clip:{FAST}:text_sentence_pool=some", TINY_VIT, 32)
+
+
+def test_training_draws_from_the_configured_sentence_pool(phantom):
+    m = build_method(f"clip:{FAST}:text_sentences=1:text_sentence_pool=findings", TINY_VIT, 32)
+    rows = np.arange(16)
+    m.set_batch_rows(rows, phantom)
+    full = [report_text(t) for t in phantom.texts("report", rows)]
+    for step in range(5):
+        m.set_progress(step, 100)
+        for got, report in zip(m.batch_reports(16)[0], full, strict=True):
+            assert got in sentence_pool(split_sentences(report), "findings")
