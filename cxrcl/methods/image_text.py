@@ -90,6 +90,9 @@ class ImageTextConfig(MethodConfig):
         if self.text_sentence_pool not in SENTENCE_POOLS:
             raise ValueError(f"text_sentence_pool must be one of {', '.join(SENTENCE_POOLS)}, "
                              f"got {self.text_sentence_pool!r}")
+        if self.text_sentence_pool != "all" and not self.text_sentences:
+            raise ValueError(f"text_sentence_pool={self.text_sentence_pool} chooses which sentences are "
+                             "drawn, but text_sentences=0 trains on the whole report: add text_sentences=1")
 
 
 def report_text(raw: str, sections: bool = True) -> str:

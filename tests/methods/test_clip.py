@@ -119,7 +119,9 @@ def test_sentence_pool_keeps_finding_sentences_and_widens_when_a_report_has_none
     for step in range(20):  # a one-sentence pool is drawn every step
         assert sample_sentences(report, 1, (step, 0), "positive") == "Moderate left pleural effusion."
     with pytest.raises(CxrclError, match="text_sentence_pool"):
-        build_method(f"clip:{FAST}:text_sentence_pool=some", TINY_VIT, 32)
+        build_method(f"clip:{FAST}:text_sentences=1:text_sentence_pool=some", TINY_VIT, 32)
+    with pytest.raises(CxrclError, match="text_sentences=1"):  # a pool without sentence draws
+        build_method(f"clip:{FAST}:text_sentence_pool=findings", TINY_VIT, 32)
 
 
 def test_training_draws_from_the_configured_sentence_pool(phantom):
