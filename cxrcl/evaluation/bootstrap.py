@@ -49,7 +49,7 @@ from sklearn.metrics import roc_auc_score
 from cxrcl.errors import CxrclError
 
 __all__ = ["N_BOOT", "ALPHA", "attach_uncertainty", "auroc_ci", "bootstrap_counts",
-           "common_fractions", "externalize_scores", "load_scores", "paired_bootstrap",
+           "common_fractions", "externalize_scores", "load_scores", "mean_ci", "paired_bootstrap",
            "scores_path", "weighted_auroc"]
 
 N_BOOT = 1000
@@ -117,6 +117,13 @@ def auroc_ci(y, s, n_boot: int = N_BOOT, alpha: float = ALPHA, seed: int = BOOT_
     y, s = np.asarray(y, dtype=np.float64), np.asarray(s, dtype=np.float64)
     counts = bootstrap_counts(len(y), n_boot, np.random.default_rng(seed))
     return _percentile(weighted_auroc(y, s, counts), alpha)
+
+
+def mean_ci(x, n_boot: int = N_BOOT, alpha: float = ALPHA, seed: int = BOOT_SEED) -> list:
+    """95 % (for alpha 0.05) percentile bootstrap CI of the mean of per-image values: [lo, hi]."""
+    x = np.asarray(x, dtype=np.float64)
+    counts = bootstrap_counts(len(x), n_boot, np.random.default_rng(seed))
+    return _percentile(counts @ x / len(x), alpha)
 
 
 def _auroc(y: np.ndarray, s: np.ndarray) -> float:

@@ -12,6 +12,7 @@ from cxrcl.evaluation.bootstrap import (
     auroc_ci,
     bootstrap_counts,
     common_fractions,
+    mean_ci,
     paired_bootstrap,
     scores_path,
     weighted_auroc,
@@ -119,3 +120,13 @@ def test_sidecar_of_another_file_is_left_alone(visible_ds, tmp_path):
     with pytest.raises(CxrclError, match="not written by cxrcl"):
         save_json(res, tmp_path / "r.json")
     assert (tmp_path / "r.scores.npz").read_text() == "mine"
+
+
+def test_mean_ci_brackets_the_mean_and_narrows_with_more_images():
+    assert mean_ci(np.full(50, 0.2)) == [pytest.approx(0.2), pytest.approx(0.2)]
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(0.2, 0.1, 100), rng.normal(0.2, 0.1, 1600)
+    lo, hi = mean_ci(small)
+    assert lo < small.mean() < hi and hi - lo == pytest.approx(2 * 1.96 * 0.1 / 10, rel=0.25)
+    lo4, hi4 = mean_ci(large)
+    assert (hi4 - lo4) < (hi - lo) / 3

@@ -72,6 +72,8 @@ def test_explain_writes_overlays_and_lesion_metrics(lesion_ds, tmp_path, spec):
     assert r["n_images_with_masks"] == 10 and r["n_overlays"] == 6 and r["keep_ratio"] == 0.5
     assert r["source"] == ("attention rollout" if spec == "spcl" else "saliency predictor (sparsecontrast)")
     assert 0 <= r["lesion_area_kept"] <= 1 and r["random_area_kept"] == pytest.approx(0.5, abs=0.15)
+    lo, hi = r["lesion_minus_random_ci95"]
+    assert lo <= r["lesion_minus_random"] <= hi and lo < hi
     assert r["overlay_ids"][:5] == [f"img{i:03d}" for i in (40, 42, 44, 46, 48)]  # lesions first
     assert len(list((out / "images").glob("*.png"))) == 6
     w, h = Image.open(out / "overlays.png").size
