@@ -442,7 +442,9 @@ def cmd_explain(args) -> int:
 
     r = explain(args.run, args.data, args.out, n=args.n, split=args.split, keep=args.keep)
     lesion = (f"; lesion area kept {r['lesion_area_kept']:.3f} vs {r['random_area_kept']:.3f} for "
-              f"random tokens ({r['n_images_with_masks']} masked images)" if r["lesion_area_kept"] is not None else "")
+              f"random tokens, difference 95 % CI [{r['lesion_minus_random_ci95'][0]:.3f}, "
+              f"{r['lesion_minus_random_ci95'][1]:.3f}] ({r['n_images_with_masks']} masked images)"
+              if r["lesion_area_kept"] is not None else "")
     print(f"{r['source']} at keep {r['keep_ratio']:g}: {r['n_overlays']} overlays{lesion} -> {args.out}")
     return 0
 

@@ -35,7 +35,7 @@ from PIL import Image
 from cxrcl.data.normalize import to_model_input
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.errors import CxrclError
-from cxrcl.evaluation.bootstrap import mean_ci
+from cxrcl.evaluation.bootstrap import N_BOOT, mean_ci
 from cxrcl.methods.registry import build_method
 from cxrcl.models.backbones import ViTBackbone
 from cxrcl.models.saliency import keep_count
@@ -237,7 +237,7 @@ def explain(run: str | Path, data: str | Path, out: str | Path, n: int = 16, spl
         "measures": "lesion_area_kept: mean over images with a non-empty mask of the fraction of "
                     "mask pixels inside kept tokens; random_area_kept: the same for uniformly "
                     "random keep sets of the same size; lesion_minus_random_ci95: 95 % percentile "
-                    "bootstrap interval of their per-image difference (1000 resamples of the images)",
+                    f"bootstrap interval of their per-image difference ({N_BOOT} resamples of the images)",
     }
     if lesion:
         result["lesion_minus_random"] = result["lesion_area_kept"] - result["random_area_kept"]

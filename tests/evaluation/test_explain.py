@@ -87,7 +87,7 @@ def test_cli_explain(lesion_ds, tmp_path, capsys):
     pretrain("sparsecontrast", lesion_ds.root, run, backbone=TINY_VIT, train_overrides=TRAIN)
     assert main(["explain", "--run", str(run), "--data", str(lesion_ds.root), "--out",
                  str(tmp_path / "x"), "--n", "4", "--keep", "0.25"]) == 0
-    assert "lesion area kept" in capsys.readouterr().out
+    assert "lesion area kept" in (said := capsys.readouterr().out) and "difference 95 % CI [" in said
     assert json.loads((tmp_path / "x" / "explain.json").read_text())["keep_ratio"] == 0.25
     assert main(["explain", "--run", str(tmp_path), "--data", str(lesion_ds.root),
                  "--out", str(tmp_path / "y")]) == 2
