@@ -70,6 +70,9 @@ from cxrcl.text.encoders import TextEncoding, build_text_encoder
 log = logging.getLogger(__name__)
 
 
+SENTENCE_POOLS = ("all", "findings", "positive")  # text_sentence_pool values (see the docstring)
+
+
 @dataclass(frozen=True)
 class ImageTextConfig(MethodConfig):
     temperature: float = 0.07
@@ -105,9 +108,6 @@ def report_text(raw: str, sections: bool = True) -> str:
     s = extract_sections(raw)
     body = " ".join(p.strip() for p in (s.get("findings") or "", s.get("impression") or "") if p.strip())
     return body or " ".join(raw.split())
-
-
-SENTENCE_POOLS = ("all", "findings", "positive")
 
 
 @functools.lru_cache(maxsize=65536)
