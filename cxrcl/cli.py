@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--match", default="text", choices=["text", "labels"],
                     help="retrieval: a hit is the image's own report (text) or any report of the same "
                          "label set (labels; adds Precision@K, CheXpert 5x200 style)")
+    ev.add_argument("--report-embedding", default="whole", choices=["whole", "sentences"],
+                    help="retrieval: embed each report in one pass (whole) or as the mean of its sentence "
+                         "embeddings from the run's training pool (sentences; for text_sentences runs)")
     ev.add_argument("--finetune", action="store_true", help="segment: train the encoder too (default frozen)")
     ev.add_argument("--head-steps", type=int, default=300, help="segment: decoder training steps (early-stopped on val)")
 

@@ -23,7 +23,7 @@ def evaluate_image_text(task: str, run: str, data: str | Path, out: str | Path |
                         labels: str | None = None, prompts: str | None = None, scoring: str | None = None,
                         ensemble: str | None = None, split: str = "test", text_column: str | None = None,
                         exclude_nonempty: str | None = None, ks: str = "1,5,10", match: str = "text",
-                        model=None) -> dict:
+                        report_embedding: str = "whole", model=None) -> dict:
     """Run ``task`` (zeroshot or retrieval) and write the JSON to ``out`` (when given).
 
     ``model`` (an :class:`~cxrcl.evaluation.image_text_model.ImageTextModel`) skips loading
@@ -52,7 +52,7 @@ def evaluate_image_text(task: str, run: str, data: str | Path, out: str | Path |
                      split=split, exclude_nonempty=exclude_nonempty, text_column=text_column)
     else:
         r = retrieval(model, ds, text_column=text_column, split=split, ks=ks,
-                      exclude_nonempty=exclude_nonempty, match=match)
+                      exclude_nonempty=exclude_nonempty, match=match, report_embedding=report_embedding)
     command = "cxrcl " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "cxrcl" else None
     extra = {"command": command} if command else {}
     extra["ignored"] = "fractions and seeds: nothing is fitted, nothing is sampled"
@@ -76,7 +76,8 @@ def run_image_text_eval(args) -> int:
     res = evaluate_image_text(args.task, args.run, args.data, args.out, labels=args.label,
                               prompts=args.prompts, scoring=args.scoring, ensemble=args.ensemble,
                               split=args.split, text_column=args.text_column,
-                              exclude_nonempty=args.exclude_nonempty, ks=args.k, match=args.match)
+                              exclude_nonempty=args.exclude_nonempty, ks=args.k, match=args.match,
+                              report_embedding=args.report_embedding)
     r = res["results"][0]
     if args.task == "zeroshot":
         ci = r.get("auroc_ci95")

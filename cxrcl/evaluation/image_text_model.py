@@ -62,6 +62,34 @@ class ImageTextModel:
         return [report_text(t, bool(sections)) for t in raw]
 
     @property
+    def sentence_pool(self) -> str:
+        """The pool the run drew its training sentences from (its ``text_sentence_pool``; else all)."""
+        return str(getattr(getattr(self.model, "config", None), "text_sentence_pool", "all"))
+
+    def report_embeddings(self, reports: Sequence[str], unit: str = "whole") -> np.ndarray:
+        """Unit embeddings of reports (already cut by :meth:`report_texts`).
+
+        ``unit="whole"``: each report in one pass, as a whole-report run trained on it.
+        ``unit="sentences"``: the normalised mean of the unit embeddings of its sentences in the
+        run's training pool (:func:`cxrcl.methods.image_text.sentence_pool`): the text a run that
+        draws sentences (``text_sentences`` > 0, ConVIRT's sampling) saw in training. Our choice,
+        like the prompt ensembling of zero-shot; a report with no sentence keeps its whole text."""
+        if unit == "whole":
+            return self.texts(reports)
+        if unit != "sentences":
+            raise CxrclError(f"--report-embedding {unit!r}: use whole (one pass per report) or sentences "
+                             "(the mean of its sentence embeddings)")
+        from cxrcl.methods.image_text import sentence_pool
+        from cxrcl.text.reports import split_sentences
+
+        pieces = [sentence_pool(split_sentences(t), self.sentence_pool) or [t] for t in reports]
+        flat = [s for p in pieces for s in p]
+        uniq = {s: i for i, s in enumerate(dict.fromkeys(flat))}
+        emb = self.texts(list(uniq))
+        out = np.stack([emb[[uniq[s] for s in p]].mean(axis=0) for p in pieces]) if pieces else emb
+        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    @property
     def logit_scale(self) -> float:
         """The model's image-text logit scale as a multiplier (``exp`` of a stored log scale when
         the model says so through ``logit_scale_is_log``; else the value itself; 1 if absent)."""

@@ -140,10 +140,12 @@ def label_recall_at_k(sim: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) 
 
 def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split: str = "test",
               ks: Sequence[int] = (1, 5, 10), exclude_nonempty: str | None = None,
-              match: str = "text") -> dict:
+              match: str = "text", report_embedding: str = "whole") -> dict:
     """The ``results`` entry (and protocol details) of a retrieval evaluation.
 
-    ``match``: ``text`` (an image's own report) or ``labels`` (any report of the same label set)."""
+    ``match``: ``text`` (an image's own report) or ``labels`` (any report of the same label set).
+    ``report_embedding``: ``whole`` (one pass per report) or ``sentences`` (the mean of its
+    sentence embeddings in the run's training pool; see ``ImageTextModel.report_embeddings``)."""
     if match not in ("text", "labels"):
         raise CxrclError(f"--match {match!r}: use text (an image's own report) or labels (same label set)")
     if match == "labels" and not ds.label_names:
@@ -164,7 +166,12 @@ def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split:
                          "retrieval needs at least 2")
     uniq, t_idx = group_texts(texts)
     img = model.images(ds.images[rows])
-    txt = model.texts(uniq)
+    if hasattr(model, "report_embeddings"):
+        txt = model.report_embeddings(uniq, report_embedding)
+    elif report_embedding == "whole":
+        txt = model.texts(uniq)
+    else:
+        raise CxrclError(f"--report-embedding {report_embedding}: this model embeds whole reports only")
     sim = img @ txt.T
     if match == "labels":
         res = label_recall_at_k(sim, label_relevance(ds.labels(ds.label_names, rows), t_idx, len(uniq)),
@@ -176,7 +183,10 @@ def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split:
               "n_without_text": int((~keep).sum()), "auroc": None, "auroc_per_label": {}, **res}
     protocol = {"text_column": col, "similarity": "cosine of unit embeddings",
                 "duplicates": "identical texts are one report; report->image hits any image carrying it",
-                "ties": "count against the model", "exclude_nonempty": exclude_nonempty, "match": match}
+                "ties": "count against the model", "exclude_nonempty": exclude_nonempty, "match": match,
+                "report_embedding": report_embedding}
+    if report_embedding == "sentences":
+        protocol["sentence_pool"] = getattr(model, "sentence_pool", "all")
     if match == "labels":
         protocol["match_labels"] = ds.label_names
     return {"result": result, "protocol": protocol, "feature_dim": int(img.shape[1])}

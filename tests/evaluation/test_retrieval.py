@@ -144,3 +144,38 @@ def test_match_must_be_text_or_labels(tmp_path):
     model = ImageTextModel(IdModel(len(ds)), SIZE, "id", device="cpu")
     with pytest.raises(CxrclError, match="--match"):
         evaluate_image_text("retrieval", "id", ds.root, model=model, match="label")
+
+
+class _PooledFindingModel(FindingModel):
+    """FindingModel trained (as far as the evaluation knows) on sentences drawn from a pool."""
+
+    def __init__(self, pool: str):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(text_sentence_pool=pool)
+
+
+def test_sentence_report_embedding_is_the_mean_of_its_pool_sentences():
+    report = "Case 7. There is a nodule. No effusion."
+    pooled = ImageTextModel(_PooledFindingModel("findings"), SIZE, "f", device="cpu")
+    got = pooled.report_embeddings([report], "sentences")[0]
+    parts = pooled.texts(["There is a nodule.", "No effusion."])  # "Case 7." names no finding
+    want = parts.mean(axis=0) / np.linalg.norm(parts.mean(axis=0))
+    assert np.allclose(got, want, atol=1e-6)
+    every = ImageTextModel(_PooledFindingModel("all"), SIZE, "f", device="cpu")
+    parts_all = every.texts(["Case 7.", "There is a nodule.", "No effusion."])
+    mean_all = parts_all.mean(axis=0) / np.linalg.norm(parts_all.mean(axis=0))
+    assert np.allclose(every.report_embeddings([report], "sentences")[0], mean_all, atol=1e-6)
+    assert not np.allclose(mean_all, want, atol=1e-3)
+    assert np.allclose(pooled.report_embeddings([report], "whole")[0], pooled.texts([report])[0])
+
+
+def test_sentence_report_embedding_in_the_retrieval_json(tmp_path):
+    ds = make_paired_dataset(tmp_path / "d")
+    model = ImageTextModel(_PooledFindingModel("findings"), SIZE, "f", device="cpu")
+    res = evaluate_image_text("retrieval", "f", ds.root, model=model, match="labels", report_embedding="sentences")
+    assert res["protocol"]["report_embedding"] == "sentences" and res["protocol"]["sentence_pool"] == "findings"
+    assert res["results"][0]["precision_at_k"]["image_to_report"]["1"] == 1.0
+    with pytest.raises(CxrclError, match="--report-embedding"):
+        evaluate_image_text("retrieval", "f", ds.root, model=model, report_embedding="sentence")
