@@ -32,7 +32,10 @@ nothing else. Both sides end in a projection head (the config's ``proj_*``) to `
 Text per step (training only; evaluation and ``encode_text`` always read the whole text):
 ``text_sentences`` = 0 (default) uses the whole report; k > 0 draws k of its sentences afresh
 each step (ConVIRT samples one sentence; our option, off by default), seeded by (step, row) so a
-resumed run draws the same ones. ``text_sentence_pool`` (our option) says which sentences are drawn:
+resumed run draws the same ones. ``text_sentences_min`` (our option; 0 = off) draws the count
+itself per report and step, uniformly from ``text_sentences_min`` to ``text_sentences``: with a
+count above the pool's size, some steps read one sentence (the unit of a zero-shot prompt) and
+others the whole pool (the unit of a report in retrieval). ``text_sentence_pool`` (our option) says which sentences are drawn:
 ``all`` (default, ConVIRT) any of them; ``findings`` only those where the rule labeller
 (:mod:`cxrcl.text.labeller`) finds a finding mentioned, asserted or denied, so boilerplate
 ("Visualized osseous structures are unremarkable.") is never the step's only text; ``positive``
@@ -84,6 +87,7 @@ class ImageTextConfig(MethodConfig):
     report_sections: bool = True  # FINDINGS + IMPRESSION when present (False: the whole text)
     text_sentences: int = 0  # > 0: train on that many sentences drawn from each report (ConVIRT: 1)
     text_sentence_pool: str = "all"  # which sentences are drawn: all | findings | positive
+    text_sentences_min: int = 0  # > 0: draw the count per report and step from [min, text_sentences]
     dedupe_texts: bool = True  # identical texts in a batch are not each other's negatives
 
     def __post_init__(self):
@@ -93,6 +97,9 @@ class ImageTextConfig(MethodConfig):
         if self.text_sentence_pool not in SENTENCE_POOLS:
             raise ValueError(f"text_sentence_pool must be one of {', '.join(SENTENCE_POOLS)}, "
                              f"got {self.text_sentence_pool!r}")
+        if self.text_sentences_min and not 1 <= self.text_sentences_min <= self.text_sentences:
+            raise ValueError(f"text_sentences_min={self.text_sentences_min} must lie in 1..text_sentences "
+                             f"({self.text_sentences}); 0 keeps the count fixed")
         if self.text_sentence_pool != "all" and not self.text_sentences:
             raise ValueError(f"text_sentence_pool={self.text_sentence_pool} chooses which sentences are "
                              "drawn, but text_sentences=0 trains on the whole report: add text_sentences=1")
@@ -132,17 +139,20 @@ def sentence_pool(sentences: list[str], pool: str) -> list[str]:
     return sentences
 
 
-def sample_sentences(text: str, k: int, seed: tuple[int, ...], pool: str = "all") -> str:
+def sample_sentences(text: str, k: int, seed: tuple[int, ...], pool: str = "all", k_min: int = 0) -> str:
     """``k`` sentences of ``text`` drawn without replacement (kept in report order) from its
     ``pool`` (:func:`sentence_pool`) by a generator seeded with ``seed``; the whole pool when it
-    has at most ``k`` sentences."""
+    has at most ``k`` sentences. ``k_min`` > 0: the count is first drawn from [k_min, k]."""
     from cxrcl.text.reports import split_sentences
 
+    rng = np.random.default_rng(list(seed))
+    if k_min:
+        k = int(rng.integers(k_min, k + 1))
     every = split_sentences(text)
     sentences = sentence_pool(every, pool)
     if len(sentences) <= k:
         return text if len(sentences) == len(every) else " ".join(sentences)
-    pick = np.sort(np.random.default_rng(list(seed)).choice(len(sentences), size=k, replace=False))
+    pick = np.sort(rng.choice(len(sentences), size=k, replace=False))
     return " ".join(sentences[i] for i in pick)
 
 
@@ -327,7 +337,8 @@ class ImageTextMethod(Method):
             raise ValueError(f"{len(raw)} reports for a batch of {n} images")
         texts = [report_text(t, c.report_sections) for t in raw]
         if c.text_sentences and self.training:  # a function of (step, row): resumes exactly
-            texts = [sample_sentences(t, c.text_sentences, (self.step, int(r)), c.text_sentence_pool)
+            texts = [sample_sentences(t, c.text_sentences, (self.step, int(r)), c.text_sentence_pool,
+                                      c.text_sentences_min)
                      for t, r in zip(texts, self.batch_rows, strict=True)]
         valid = torch.tensor([bool(t.strip()) for t in texts], device=device)
         return texts, valid

@@ -133,3 +133,20 @@ def test_training_draws_from_the_configured_sentence_pool(phantom):
         m.set_progress(step, 100)
         for got, report in zip(m.batch_reports(16)[0], full, strict=True):
             assert got in sentence_pool(split_sentences(report), "findings")
+
+
+def test_sentence_count_drawn_between_min_and_max_covers_one_sentence_and_the_whole_pool():
+    report = ("The heart is normal in size. No focal consolidation. Moderate left pleural effusion. "
+              "No pneumothorax. Visualized osseous structures are unremarkable.")
+    pool = sentence_pool(split_sentences(report), "findings")
+    assert len(pool) == 4  # the osseous sentence names no finding
+    counts = [len(split_sentences(sample_sentences(report, 8, (step, 0), "findings", k_min=1)))
+              for step in range(200)]
+    assert min(counts) == 1 and max(counts) == 4  # one sentence on some steps, the whole pool on most
+    assert 0.1 < np.mean(np.array(counts) == 1) < 0.2  # k = 1 is one of the 8 equally likely counts
+    for step in range(20):  # k_min = 0 keeps the earlier fixed-count draws exactly
+        assert sample_sentences(report, 1, (step, 3), "findings") == sample_sentences(report, 1, (step, 3),
+                                                                                       "findings", k_min=0)
+    for bad in ("text_sentences=2:text_sentences_min=3", "text_sentences_min=1"):
+        with pytest.raises(CxrclError, match="text_sentences_min"):
+            build_method(f"clip:{FAST}:{bad}", TINY_VIT, 32)
