@@ -6,8 +6,11 @@ tables.md:
   zero-shot options (cosine / posneg scoring x default / report_style prompts);
 - the option chosen on seed 0's val split (the highest val macro AUROC), and its test macro
   AUROC per seed, mean +/- std over seeds, per finding, and whether it reaches 0.65;
+- retrieval on val (seed 0), where run, for both ways of embedding a report (`--report-embedding
+  whole | sentences`), and the way chosen there: the higher mean own-report Recall@K over both
+  directions and K = 1, 5, 10;
 - retrieval on the test split per seed: own report (Recall@K, chance) and, where run, by label set
-  (Precision@K and Recall@K, chance).
+  (Precision@K and Recall@K, chance), for each report embedding that was scored on test.
 Nothing here reads a test score to choose anything.
 
 Usage: .venv/bin/python benchmarks/image_text_long_tables.py
@@ -27,6 +30,8 @@ NAME = re.compile(r"^(?P<base>.+?)(?:_s(?P<seed>\d+))?_(?P<steps>\d+)_(?P<kind>v
 OPTIONS = [("cosine", "default"), ("posneg", "default"), ("cosine", "report_style"), ("posneg", "report_style")]
 TARGET = 0.65
 KS = ("1", "5", "10")
+UNITS = ("whole", "sentences")
+DIRS = ("image_to_report", "report_to_image")
 
 
 def _val_file(sc: str, prompts: str) -> str:
@@ -70,7 +75,20 @@ def variant_table(base: str, steps: int, seeds: dict) -> dict:
             "per_label_mean": {n: float(np.mean([r["auroc_per_label"][n] for r in test.values()])) for n in labels},
             "target": TARGET, "target_met_by_mean": bool(np.mean(aucs) >= TARGET),
             "seeds_at_target": int(sum(a >= TARGET for a in aucs))}
-    for kind in ("retrieval", "retrieval_labels"):
+    val_ret = {}
+    for unit in UNITS:
+        files = seeds.get(0, {})
+        if f"val_retrieval_text_{unit}" not in files:
+            continue
+        r = files[f"val_retrieval_text_{unit}"]["results"][0]
+        val_ret[unit] = {"recall_at_k": r["recall_at_k"], "chance_at_k": r["chance_at_k"],
+                         "mean_recall": float(np.mean([r["recall_at_k"][d][k] for d in DIRS for k in KS]))}
+        if f"val_retrieval_labels_{unit}" in files:
+            val_ret[unit]["precision_at_k"] = files[f"val_retrieval_labels_{unit}"]["results"][0]["precision_at_k"]
+    if val_ret:
+        out["val_retrieval_seed0"] = val_ret
+        out["report_embedding_chosen_on_val"] = max(val_ret, key=lambda u: val_ret[u]["mean_recall"])
+    for kind in ("retrieval", "retrieval_labels", "retrieval_sentences", "retrieval_labels_sentences"):
         res = {s: f[f"test_{kind}"]["results"][0] for s, f in seeds.items() if f"test_{kind}" in f}
         if not res:
             continue
@@ -112,13 +130,27 @@ def markdown(tables: list[dict]) -> str:
         per = ", ".join(f"{n} {v:.2f}" for n, v in x["per_label_mean"].items())
         lines.append(f"| {t['variant']} | {t['steps']} | {t['chosen_on_val_seed0'].replace('_', ' ')} | {x['n_test']} | "
                      f"{per_seed} | **{m:.3f} ± {sd:.3f}** | {per} |")
+    lines += ["", "## Retrieval on val (seed 0): one pass per report (whole) or the mean of its sentence embeddings",
+              "", "Own report R@K, both directions (image to report / report to image); label-set P@1 likewise. "
+              "The way with the higher mean own-report R@K is chosen for test.", "",
+              "| variant | steps | report embedding | " + " | ".join(f"R@{k}" for k in KS) + " | label-set P@1 | chosen |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t in tables:
+        for unit, r in t.get("val_retrieval_seed0", {}).items():
+            rec = " | ".join(" / ".join(f"{r['recall_at_k'][d][k]:.3f}" for d in DIRS)
+                             + f" ({r['chance_at_k']['image_to_report'][k]:.3f})" for k in KS)
+            p1 = " / ".join(f"{r['precision_at_k'][d]['1']:.3f}" for d in DIRS) if "precision_at_k" in r else ""
+            chosen = "yes" if t.get("report_embedding_chosen_on_val") == unit else ""
+            lines.append(f"| {t['variant']} | {t['steps']} | {unit} | {rec} | {p1} | {chosen} |")
     lines += ["", "## Retrieval on the test split, mean ± std over seeds (chance in brackets)", "",
               "Own report: the hit is the image's own report (R@K). By label set (`--match labels`): any "
               "report of exactly the image's findings (P@K, R@K).", "",
-              "| variant | steps | match | direction | " + " | ".join(f"R@{k}" for k in KS) + " | "
-              + " | ".join(f"P@{k}" for k in KS) + " | seeds |", "|---|---|---|---|" + "---|" * 7]
+              "| variant | steps | report embedding | match | direction | " + " | ".join(f"R@{k}" for k in KS)
+              + " | " + " | ".join(f"P@{k}" for k in KS) + " | seeds |", "|---|---|---|---|---|" + "---|" * 7]
     for t in tables:
-        for kind, label in (("retrieval", "own report"), ("retrieval_labels", "label set")):
+        for kind, unit, label in (("retrieval", "whole", "own report"), ("retrieval_labels", "whole", "label set"),
+                                  ("retrieval_sentences", "sentences", "own report"),
+                                  ("retrieval_labels_sentences", "sentences", "label set")):
             if kind not in t:
                 continue
             r = t[kind]
@@ -126,7 +158,7 @@ def markdown(tables: list[dict]) -> str:
                 rec = " | ".join(f"{r['recall_at_k'][d][k][0]:.3f} ({r['chance_at_k'][d][k]:.3f})" for k in KS)
                 pre = " | ".join(f"{r['precision_at_k'][d][k][0]:.3f} ({r['precision_chance_at_k'][d][k]:.3f})"
                                  if "precision_at_k" in r else "" for k in KS)
-                lines.append(f"| {t['variant']} | {t['steps']} | {label} | {d.replace('_', ' ')} | {rec} | {pre} | "
+                lines.append(f"| {t['variant']} | {t['steps']} | {unit} | {label} | {d.replace('_', ' ')} | {rec} | {pre} | "
                              f"{len(r['seeds'])} |")
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,8 @@
 # --size PX --seed 0` (made here when missing): 4x the images, 819 test images instead of 204.
 # BACKBONE (default vit_tiny_patch16_224:patch_size=8:depth=4): e.g. vit_tiny_patch16_224:depth=4
 # (16 px patches) at 128 px has the same 8x8 tokens as 8 px patches at 64 px.
+# Retrieval on val is scored both ways of embedding a report (--report-embedding whole | sentences);
+# REPORT_EMB (default whole) is the one chosen there for TEST.
 # Usage: [STEPS=1000] [SPEC=METHOD:KEY=VALUE NAME=VARIANT] [SEED=N] [DATA=phantom64_4k] [BACKBONE=...]
 #        [TEST="PROMPTS SCORING"] bash benchmarks/image_text_phantom_long.sh
 set -euo pipefail
@@ -44,14 +46,24 @@ for sc in cosine posneg; do
     --data "$W/$DATA" --label all --scoring "$sc" --split val --prompts configs/prompts/report_style.yaml \
     --out "$OUT/${NAME}_${STEPS}_val_${sc}_report_style.json"
 done
+for unit in whole sentences; do
+  for match in text labels; do
+    f="$OUT/${NAME}_${STEPS}_val_retrieval_${match}_$unit.json"
+    [ -f "$f" ] || .venv/bin/cxrcl eval retrieval --run "$run" --data "$W/$DATA" --split val --match "$match" \
+      --report-embedding "$unit" --out "$f" > /dev/null
+  done
+done
 # TEST="PROMPT_FILE_STEM SCORING": the variant chosen on val, scored once on the test split
 # (zero-shot with those prompts and scoring, and retrieval of the own report and by label set)
 if [ -n "${TEST:-}" ]; then
   set -- $TEST
   [ -f "$OUT/${NAME}_${STEPS}_test_$2_$1.json" ] || .venv/bin/cxrcl eval zeroshot --run "$run" --data "$W/$DATA" \
     --label all --scoring "$2" --split test --prompts "configs/prompts/$1.yaml" --out "$OUT/${NAME}_${STEPS}_test_$2_$1.json"
-  [ -f "$OUT/${NAME}_${STEPS}_test_retrieval.json" ] || .venv/bin/cxrcl eval retrieval --run "$run" \
-    --data "$W/$DATA" --out "$OUT/${NAME}_${STEPS}_test_retrieval.json"
-  [ -f "$OUT/${NAME}_${STEPS}_test_retrieval_labels.json" ] || .venv/bin/cxrcl eval retrieval --run "$run" \
-    --data "$W/$DATA" --match labels --out "$OUT/${NAME}_${STEPS}_test_retrieval_labels.json"
+  unit=${REPORT_EMB:-whole}
+  suffix=$([ "$unit" = whole ] || echo "_$unit")  # whole keeps the names of the earlier stops
+  [ -f "$OUT/${NAME}_${STEPS}_test_retrieval$suffix.json" ] || .venv/bin/cxrcl eval retrieval --run "$run" \
+    --data "$W/$DATA" --report-embedding "$unit" --out "$OUT/${NAME}_${STEPS}_test_retrieval$suffix.json"
+  [ -f "$OUT/${NAME}_${STEPS}_test_retrieval_labels$suffix.json" ] || .venv/bin/cxrcl eval retrieval --run "$run" \
+    --data "$W/$DATA" --match labels --report-embedding "$unit" \
+    --out "$OUT/${NAME}_${STEPS}_test_retrieval_labels$suffix.json"
 fi
