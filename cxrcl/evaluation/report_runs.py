@@ -48,20 +48,31 @@ def _pretrain_command(r: Run) -> str:
     return " ".join(parts)
 
 
+def _interval(ci) -> str:
+    """[lo, hi] from explain.json as text; a dash when it is missing or malformed (older files)."""
+    try:
+        lo, hi = (float(v) for v in ci)
+    except (TypeError, ValueError):
+        return DASH
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
 def saliency_section(found: Inputs, out: Path, stem: str, lines: list[str]) -> None:
     lines += ["## Saliency", "", "Made by:", "", "```"]
     lines += [f"cxrcl explain --run {shlex.quote(str(x.get('run', '?')))} --data "
               f"{shlex.quote(str(x.get('data', '?')))} --out {shlex.quote(str(p))} "
-              f"--split {x.get('split', 'test')}" for p, x in found.explains] + ["```", ""]
+              f"--split {x.get('split', 'test')}" + (f" --n {x['n_overlays']}" if x.get("n_overlays") else "")
+              for p, x in found.explains] + ["```", ""]
     rows = []
     for p, x in found.explains:
         rows.append([f"`{p}`", str(x.get("method", DASH)), str(x.get("split", DASH)),
                      fmt_num(x.get("n_overlays")), fmt_num(x.get("lesion_area_kept")),
-                     fmt_num(x.get("random_area_kept")), fmt_num(x.get("lesion_minus_random"))])
+                     fmt_num(x.get("random_area_kept")), fmt_num(x.get("lesion_minus_random")),
+                     _interval(x.get("lesion_minus_random_ci95"))])
     lines += ["Share of the lesion mask inside the tokens the method keeps, against random keep "
-              "sets of the same size:", ""]
+              "sets of the same size (95 % paired bootstrap interval over the images, as explain.json):", ""]
     lines += md_table(["explain output", "method", "split", "overlays", "lesion area kept",
-                     "random area kept", "lesion − random"], rows) + [""]
+                     "random area kept", "lesion − random", "95 % interval"], rows) + [""]
     for k, (p, x) in enumerate(found.explains):
         dest = copy_overlay(p, out.with_name(f"{stem}_saliency_{k}.png"))
         if dest is not None:

@@ -246,7 +246,8 @@ def test_report_saliency_and_other_tasks(tmp_path):
     ex.mkdir()
     (ex / "explain.json").write_text(json.dumps({
         "run": "runs/spcl", "method": "spcl", "data": "data/phantom", "split": "test", "n_overlays": 8,
-        "lesion_area_kept": 0.71, "random_area_kept": 0.5, "lesion_minus_random": 0.21}))
+        "lesion_area_kept": 0.71, "random_area_kept": 0.5, "lesion_minus_random": 0.21,
+        "lesion_minus_random_ci95": [0.15, 0.27]}))
     (ex / "overlays.png").write_bytes(PNG + b"rest")
     seg = {"task": "segment", "run": "runs/spcl", "labels": ["mask"], "data": DATA, "degrade_test": 0,
            "results": [{"fraction": 1.0, "seed": 0, "n_train": 9, "dice": 0.8}],
@@ -261,6 +262,6 @@ def test_report_saliency_and_other_tasks(tmp_path):
     text = out.read_text()
     assert "0.800 ± 0.000 (1)" in text and "Dice over test images" in text
     assert "image→report R@1" in text and "0.250 (chance 0.010)" in text
-    assert "## Saliency" in text and "0.71" in text and "0.21" in text
-    assert "cxrcl explain --run runs/spcl --data data/phantom" in text
+    assert "## Saliency" in text and "0.71" in text and "0.21" in text and "[0.150, 0.270]" in text
+    assert "cxrcl explain --run runs/spcl --data data/phantom" in text and "--split test --n 8" in text
     assert out.with_name("S_saliency_0.png").read_bytes()[:8] == PNG
