@@ -24,6 +24,8 @@ difference (our choice: it says whether a difference near a bar is one the image
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +197,24 @@ def explain(run: str | Path, data: str | Path, out: str | Path, n: int = 16, spl
     if len(rows) == 0:
         raise CxrclError(f"{ds.root} has no images in split {split!r}: choose --split train, val or test")
     method, cfg = load_run(run)
+    # written into a hidden folder beside --out and renamed at the end: an interrupted run
+    # leaves no half-filled --out (it is removed on errors and Ctrl-C), so a rerun just works
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        result = _explain_into(stage, method, cfg, run, ds, rows, n, split, keep, random_draws, seed, batch_size)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()  # checked empty above
+    stage.rename(out)
+    return result
+
+
+def _explain_into(out: Path, method, cfg: dict, run, ds: PreparedDataset, rows: np.ndarray, n: int, split: str,
+                  keep: float | None, random_draws: int, seed: int, batch_size: int) -> dict:
+    """The body of :func:`explain`: overlays, montage and explain.json written into ``out``."""
     image_size = int(cfg["image_size"])
     has_mask = np.zeros(len(rows), dtype=bool)
     if ds.masks is not None:

@@ -92,3 +92,24 @@ def test_cli_explain(lesion_ds, tmp_path, capsys):
     assert main(["explain", "--run", str(tmp_path), "--data", str(lesion_ds.root),
                  "--out", str(tmp_path / "y")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_interrupted_explain_leaves_no_half_filled_output(lesion_ds, tmp_path, monkeypatch):
+    import cxrcl.evaluation.explain as ex
+
+    run = tmp_path / "run"
+    pretrain("sparsecontrast", lesion_ds.root, run, backbone=TINY_VIT, train_overrides=TRAIN)
+    out = tmp_path / "explain"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "montage", killed)  # after the per-image overlays were written
+    with pytest.raises(KeyboardInterrupt):
+        explain(run, lesion_ds.root, out, n=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no --out, no staging folder
+    monkeypatch.undo()
+    out.mkdir()  # an empty folder the user made is fine
+    r = explain(run, lesion_ds.root, out, n=4)
+    assert (out / "explain.json").is_file() and r["n_overlays"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["explain", "run"]
