@@ -38,6 +38,7 @@ from cxrcl.errors import CxrclError
 from cxrcl.evaluation.zeroshot import evaluation_rows
 
 DIRECTIONS = ("image_to_report", "report_to_image")
+REPORT_EMBEDDINGS = ("whole", "sentences")  # --report-embedding (ImageTextModel.report_embeddings)
 
 
 def parse_ks(text: str | Sequence[int]) -> list[int]:
@@ -148,6 +149,9 @@ def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split:
     sentence embeddings in the run's training pool; see ``ImageTextModel.report_embeddings``)."""
     if match not in ("text", "labels"):
         raise CxrclError(f"--match {match!r}: use text (an image's own report) or labels (same label set)")
+    if report_embedding not in REPORT_EMBEDDINGS:
+        raise CxrclError(f"--report-embedding {report_embedding!r}: use whole (one pass per report) or "
+                         "sentences (the mean of its sentence embeddings)")
     if match == "labels" and not ds.label_names:
         raise CxrclError(f"{ds.root} has no label columns: --match labels needs them; use --match text")
     col = text_column or getattr(model, "text_column", "report")
@@ -171,7 +175,7 @@ def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split:
     elif report_embedding == "whole":
         txt = model.texts(uniq)
     else:
-        raise CxrclError(f"--report-embedding {report_embedding}: this model embeds whole reports only")
+        raise CxrclError("--report-embedding sentences needs a run loaded by cxrcl (ImageTextModel)")
     sim = img @ txt.T
     if match == "labels":
         res = label_recall_at_k(sim, label_relevance(ds.labels(ds.label_names, rows), t_idx, len(uniq)),

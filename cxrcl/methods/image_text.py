@@ -29,21 +29,22 @@ ClinicalBERT; 0 freezes it entirely (LiT-style), -1 trains all of it. Its weight
 the method, so checkpoints hold them (about 90 MB for MiniLM) and a run's ``encode_text`` needs
 nothing else. Both sides end in a projection head (the config's ``proj_*``) to ``proj_dim``.
 
-Text per step (training only; evaluation and ``encode_text`` always read the whole text):
+Text per step (training only; ``encode_text`` reads whatever text it is given, and evaluation
+feeds whole reports unless ``cxrcl eval retrieval --report-embedding sentences`` is asked for):
 ``text_sentences`` = 0 (default) uses the whole report; k > 0 draws k of its sentences afresh
 each step (ConVIRT samples one sentence; our option, off by default), seeded by (step, row) so a
 resumed run draws the same ones. ``text_sentences_min`` (our option; 0 = off) draws the count
 itself per report and step, uniformly from ``text_sentences_min`` to ``text_sentences``: with a
 count above the pool's size, some steps read one sentence (the unit of a zero-shot prompt) and
-others the whole pool (the unit of a report in retrieval). ``text_sentence_pool`` (our option) says which sentences are drawn:
-``all`` (default, ConVIRT) any of them; ``findings`` only those where the rule labeller
-(:mod:`cxrcl.text.labeller`) finds a finding mentioned, asserted or denied, so boilerplate
-("Visualized osseous structures are unremarkable.") is never the step's only text; ``positive``
-those asserting a finding when the report has one, else as ``findings``. Each pool falls back
-to the next wider one when a report has no such sentence. It reads the report text only, never
-an image label. ``dedupe_texts`` (default on, our choice): pairs whose texts
-are identical (a report shared by several images, or the same sampled sentence) are removed from
-each other's softmax instead of being pushed apart as negatives.
+others the whole pool (the unit of a report in retrieval). ``text_sentence_pool`` (our option)
+says which sentences are drawn: ``all`` (default, ConVIRT) any of them; ``findings`` only those
+where the rule labeller (:mod:`cxrcl.text.labeller`) finds a finding mentioned, asserted or
+denied, so boilerplate ("Visualized osseous structures are unremarkable.") is never the step's
+only text; ``positive`` those asserting a finding when the report has one, else as ``findings``.
+Each pool falls back to the next wider one when a report has no such sentence. It reads the
+report text only, never an image label. ``dedupe_texts`` (default on, our choice): pairs whose
+texts are identical (a report shared by several images, or the same sampled sentence) are
+removed from each other's softmax instead of being pushed apart as negatives.
 
 Loss: :func:`image_text_nce`, symmetric InfoNCE over the (DDP-gathered) batch with optional soft
 targets, removed negatives, skipped pairs and a per-image logit weight (MaCo's correlation
