@@ -7,7 +7,10 @@
 # Beside it, the linear probe (100 % labels) of the 128 px SISTA run of image_text_phantom_long.sh
 # (DATA=phantom128_4k NAME=sista_sent1_128_4k), when that run exists: what its image features hold.
 # SIZES (default "128"): phantom sizes in px (the phantom is made under WORK when missing).
-# Usage: [SIZES="64 128"] bash benchmarks/phantom_supervised_ceiling.sh   (~14 min per size on 1 core)
+# BACKBONE (default resnet18) and TAG (its name in the output file, default resnet18): e.g.
+# BACKBONE=vit_tiny_patch16_224:patch_size=8:depth=4 TAG=vit8d4, the image tower of the long runs.
+# Usage: [SIZES="64 128"] [BACKBONE=... TAG=...] bash benchmarks/phantom_supervised_ceiling.sh
+#        (~14 min per size on 1 core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${WORK:-.bench-data/image_text}
@@ -17,8 +20,8 @@ mkdir -p "$OUT"
 for px in ${SIZES:-128}; do
   data=$W/phantom${px}_4k
   [ -f "$data/dataset.json" ] || .venv/bin/cxrcl data phantom "$data" --n 4096 --size "$px" --seed 0
-  out=$OUT/supervised_resnet18_phantom${px}_4k.json
-  [ -f "$out" ] || .venv/bin/cxrcl eval finetune --run random:resnet18 --data "$data" --label all \
+  out=$OUT/supervised_${TAG:-resnet18}_phantom${px}_4k.json
+  [ -f "$out" ] || .venv/bin/cxrcl eval finetune --run "random:${BACKBONE:-resnet18}" --data "$data" --label all \
     --fractions 1.0 --seeds 1 --max-epochs 8 --patience 3 --out "$out"
 done
 run=.bench-data/it_long/sista_sent1_128_4k_1000
