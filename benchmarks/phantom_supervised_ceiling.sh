@@ -17,6 +17,10 @@ W=${WORK:-.bench-data/image_text}
 OUT=benchmarks/results/image_text/long_probe
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$OUT"
+if [ -n "${BACKBONE:-}" ] && [ -z "${TAG:-}" ]; then  # the output name must say which tower it is
+  echo "BACKBONE=$BACKBONE needs TAG=NAME for its output file (supervised_NAME_phantomPX_4k.json)" >&2
+  exit 2
+fi
 for px in ${SIZES:-128}; do
   data=$W/phantom${px}_4k
   [ -f "$data/dataset.json" ] || .venv/bin/cxrcl data phantom "$data" --n 4096 --size "$px" --seed 0
