@@ -15,7 +15,7 @@ NAME=${NAME:-rarity_orig_2000}
 N=${N:-16384}
 OUT=benchmarks/results/sparsecontrast
 run="$WORK/runs/phantom_${NAME}"
-[ -f "$run/summary.json" ] || { echo "$run is missing: run ONLY=$NAME bash benchmarks/sparsecontrast_lesions.sh first" >&2; exit 2; }
+[ -f "$run/summary.json" ] || { echo "$run is missing: NAME must be a variant of benchmarks/sparsecontrast_lesions.sh, run first with ONLY=NAME" >&2; exit 2; }
 data="$WORK/phantom64_fresh$N"
 [ -f "$data/dataset.json" ] || "$CXRCL" data phantom "$data" --n "$N" --size 64 --seed 1
 ex="$WORK/explain_${NAME}_fresh${N}_test"
