@@ -18,6 +18,15 @@ run="$WORK/runs/phantom_${NAME}"
 [ -f "$run/summary.json" ] || { echo "$run is missing: NAME must be a variant of benchmarks/sparsecontrast_lesions.sh, run first with ONLY=NAME" >&2; exit 2; }
 data="$WORK/phantom64_fresh$N"
 [ -f "$data/dataset.json" ] || "$CXRCL" data phantom "$data" --n "$N" --size 64 --seed 1
+# fresh means fresh: no image may equal one of the pre-training phantom's (pixel md5)
+.venv/bin/python - "$WORK/phantom64" "$data" <<'PY'
+import hashlib, sys
+from cxrcl.data.prepared import PreparedDataset
+md5 = lambda ds: {hashlib.md5(ds.images[i].tobytes()).hexdigest() for i in range(len(ds.images))}
+shared = len(md5(PreparedDataset.open(sys.argv[1])) & md5(PreparedDataset.open(sys.argv[2])))
+print(f"images shared with the pre-training phantom: {shared}")
+sys.exit(1 if shared else 0)
+PY
 ex="$WORK/explain_${NAME}_fresh${N}_test"
 rm -rf "$ex"
 "$CXRCL" explain --run "$run" --data "$data" --out "$ex" --n 16 --keep 0.5 --split test
