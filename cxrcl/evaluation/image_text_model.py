@@ -74,11 +74,11 @@ class ImageTextModel:
         run's training pool (:func:`cxrcl.methods.image_text.sentence_pool`): the text a run that
         draws sentences (``text_sentences`` > 0, ConVIRT's sampling) saw in training. Our choice,
         like the prompt ensembling of zero-shot; a report with no sentence keeps its whole text."""
+        from cxrcl.evaluation.retrieval import check_report_embedding
+
+        check_report_embedding(unit)
         if unit == "whole":
             return self.texts(reports)
-        if unit != "sentences":
-            raise CxrclError(f"--report-embedding {unit!r}: use whole (one pass per report) or sentences "
-                             "(the mean of its sentence embeddings)")
         from cxrcl.methods.image_text import sentence_pool
         from cxrcl.text.reports import split_sentences
 

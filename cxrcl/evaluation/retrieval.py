@@ -41,6 +41,13 @@ DIRECTIONS = ("image_to_report", "report_to_image")
 REPORT_EMBEDDINGS = ("whole", "sentences")  # --report-embedding (ImageTextModel.report_embeddings)
 
 
+def check_report_embedding(unit: str) -> None:
+    """One ``CxrclError`` line for a ``--report-embedding`` that is not one of REPORT_EMBEDDINGS."""
+    if unit not in REPORT_EMBEDDINGS:
+        raise CxrclError(f"--report-embedding {unit!r}: use whole (one pass per report) or sentences "
+                         "(the mean of its sentence embeddings)")
+
+
 def parse_ks(text: str | Sequence[int]) -> list[int]:
     try:
         ks = [int(v) for v in (text.split(",") if isinstance(text, str) else text) if str(v).strip()]
@@ -149,9 +156,7 @@ def retrieval(model, ds: PreparedDataset, text_column: str | None = None, split:
     sentence embeddings in the run's training pool; see ``ImageTextModel.report_embeddings``)."""
     if match not in ("text", "labels"):
         raise CxrclError(f"--match {match!r}: use text (an image's own report) or labels (same label set)")
-    if report_embedding not in REPORT_EMBEDDINGS:
-        raise CxrclError(f"--report-embedding {report_embedding!r}: use whole (one pass per report) or "
-                         "sentences (the mean of its sentence embeddings)")
+    check_report_embedding(report_embedding)  # before any image is encoded
     if match == "labels" and not ds.label_names:
         raise CxrclError(f"{ds.root} has no label columns: --match labels needs them; use --match text")
     col = text_column or getattr(model, "text_column", "report")
