@@ -13,6 +13,8 @@ kept cells support: the *representation* is partial, the compute is not reduced.
 
 Our choices: one grey input channel, ``pretrained=False`` by default (no downloads here),
 ViT pooling = mean of patch tokens after the final norm (``pool=token`` uses the class token).
+``stem=conv`` gives a ViT a patch-local convolutional stem (:mod:`cxrcl.models.patch_stem`):
+each token still depends on its own patch only, so masking methods stay exact.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrcl.errors import CxrclError
+from cxrcl.models.patch_stem import PatchLocalConvStem
 from cxrcl.specs import check_keys, parse_spec
 
 DEFAULT_BACKBONE = "vit_tiny_patch16_224"
-OUR_KEYS = {"pool"}
+OUR_KEYS = {"pool", "stem"}
 
 
 @dataclass
@@ -222,7 +225,11 @@ def create_backbone(spec: str = DEFAULT_BACKBONE, image_size: int = 128,
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         raise CxrclError(f"unknown backbone {name!r}; timm names such as {', '.join(close) or 'vit_tiny_patch16_224, resnet18'}")
     pool = kwargs.pop("pool", "avg")
+    stem = kwargs.pop("stem", "linear")
     is_vit = "vit" in name or "deit" in name
+    if stem not in ("linear", "conv") or (stem == "conv" and not is_vit):
+        raise CxrclError(f"backbone {spec!r}: stem must be 'linear' (default) or 'conv', and "
+                         f"'conv' is for ViTs only (got stem={stem!r} on {name})")
     timm_kwargs = dict(pretrained=pretrained, in_chans=1, num_classes=0, **kwargs)
     if is_vit:
         timm_kwargs["img_size"] = image_size
@@ -237,5 +244,7 @@ def create_backbone(spec: str = DEFAULT_BACKBONE, image_size: int = 128,
         if image_size % model.patch_embed.patch_size[0]:
             raise CxrclError(f"image size {image_size} is not a multiple of the patch size "
                              f"{model.patch_embed.patch_size[0]} of {name}")
+        if stem == "conv":
+            model.patch_embed.proj = PatchLocalConvStem(model.patch_embed.proj)
         return ViTBackbone(model, name, pool=pool)
     return CNNBackbone(model, name, image_size, pool=pool)
