@@ -44,13 +44,22 @@ class PatchLocalConvStem(nn.Module):
         nn.init.zeros_(self.to_embed.weight)  # starts as the plain linear embedding
         nn.init.zeros_(self.to_embed.bias)
 
+    # what timm and the MAE decoder read from a patch projection
     @property
-    def kernel_size(self):  # timm reads these from its ``proj``
+    def kernel_size(self):
         return self.linear.kernel_size
 
     @property
     def stride(self):
         return self.linear.stride
+
+    @property
+    def in_channels(self) -> int:
+        return self.linear.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.linear.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

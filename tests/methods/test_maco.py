@@ -115,6 +115,16 @@ def test_lambda_is_honoured_and_the_weight_learns(phantom):
         build_method("maco:lambda_contrastive=-1", TINY_VIT, 32)
 
 
+def test_conv_stem_vit_trains_and_its_reconstruction_targets_the_raw_pixels(phantom):
+    ds = PreparedDataset.open(phantom)
+    torch.manual_seed(0)
+    m = build_method(f"maco:{FAST_TEXT}", f"{TINY_VIT}:stem=conv", 32)
+    assert m.decoder.pred.out_features == 8 * 8  # one grey channel per 8 px patch
+    out = m.training_step(batch(m, ds), torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and m.backbone.vit.patch_embed.proj.to_embed.weight.grad.abs().sum() > 0
+
+
 def test_cnn_backbone_is_a_clear_error():
     with pytest.raises(CxrclError, match="maco needs a ViT backbone"):
         build_method("maco", "resnet18", 64)
