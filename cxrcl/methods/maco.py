@@ -14,6 +14,9 @@ Paper and public code:
   the paper's 0.9; set 1.0 for the released code's behaviour).
 * For evaluation the image is encoded with ALL patches (no masking): :meth:`encode_image` of the
   base class (MaCo's zero-shot code runs its encoder without masking too).
+* MaCo is a ViT method; a CNN image tower (e.g. ``--backbone resnet18``) is our extension:
+  masked pixels are zeroed SparK-style, so the encoder still sees only the visible patches but
+  saves no compute (:mod:`cxrcl.models.masked_encoding`).
 
 Our choices: the image and report projection heads, the text encoder (default MiniLM with its
 top 3 layers trained) and the report text are those of :mod:`cxrcl.methods.image_text`, so
@@ -32,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrcl.methods.image_text import ImageTextConfig, ImageTextMethod, image_text_nce
-from cxrcl.methods.mae import MaskingConfig, masked_reconstruction
-from cxrcl.models.mae_decoder import build_decoder, require_vit, visible_map
+from cxrcl.methods.mae import MaskingConfig, masked_reconstruction, masking_parts
+from cxrcl.models.mae_decoder import visible_map
 
 
 @dataclass(frozen=True)
@@ -67,24 +70,24 @@ class MaCo(ImageTextMethod):
     config_class = MaCoConfig
 
     def __init__(self, config: MaCoConfig, backbone):
-        require_vit(backbone, "maco")
         super().__init__(config, backbone)
-        self.decoder = build_decoder(backbone, config.decoder_dim, config.decoder_depth, config.decoder_heads)
-        self.correlation = CorrelationWeight(backbone.num_tokens)
+        self.grid, self.decoder = masking_parts(backbone, config, "maco")
+        self.correlation = CorrelationWeight(self.grid.num_tokens)
 
     def contrastive_loss(self, z_image: torch.Tensor, z_text: torch.Tensor, visible: torch.Tensor,
                          valid: torch.Tensor | None = None, exclude: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """(correlation-weighted symmetric InfoNCE, the weights s [B]) of a masked batch;
         ``exclude`` removes keys (repeated texts) as in :func:`image_text_nce`."""
-        s = self.correlation(visible_map(visible, self.backbone.num_tokens))
+        s = self.correlation(visible_map(visible, self.grid.num_tokens))
         loss = image_text_nce(z_image, z_text, self.criterion.temperature, valid=valid, image_weight=s,
                               exclude=exclude)
         return loss, s
 
     def training_step(self, images, generator):
         texts, valid = self.batch_reports(images.shape[0], images.device)
-        rec, enc, visible = masked_reconstruction(self.backbone, self.decoder, images, self.config, generator)
+        rec, enc, visible = masked_reconstruction(self.backbone, self.decoder, self.grid, images, self.config,
+                                                  generator)
         z_image = F.normalize(self.image_proj(self.backbone.pool(enc)), dim=-1)  # visible tokens only
         z_text, _ = self.text_features(texts)
         con, s = self.contrastive_loss(z_image, z_text, visible, valid, self.text_exclusions(texts, images.device))

@@ -149,7 +149,7 @@ class CNNBackbone(TokenBackbone):
             raise CxrclError(f"backbone {name}: CNNs pool by average only (pool=avg)")
         # only the parts are registered: registering the whole timm model as well would store
         # every tensor under two names and break the safetensors checkpoint round trip
-        self.name = name
+        self.name, self.image_size = name, image_size
         if hasattr(cnn, "layer1"):  # ResNet family
             self.stem = nn.Sequential(cnn.conv1, cnn.bn1, cnn.act1, cnn.maxpool)
             self.stages = nn.Sequential(cnn.layer1, cnn.layer2, cnn.layer3, cnn.layer4)
@@ -195,7 +195,7 @@ class CNNBackbone(TokenBackbone):
         if enc.weight is None:
             return enc.tokens.mean(dim=1)
         w = enc.weight.unsqueeze(-1)
-        return (enc.tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return (enc.tokens * w).sum(1) / w.sum(1).clamp_min(1e-6)  # weights may be fractional
 
 
 def _timm_kwargs_valid(name: str) -> set[str]:

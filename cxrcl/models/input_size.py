@@ -55,7 +55,7 @@ def set_image_size(backbone: TokenBackbone, image_size: int, trained_size: int) 
             was_training = backbone.training
             probe = backbone.eval().stem(torch.zeros(1, 1, image_size, image_size, device=device))
             backbone.train(was_training)
-        backbone.grid = tuple(probe.shape[-2:])
+        backbone.grid, backbone.image_size = tuple(probe.shape[-2:]), image_size
         backbone.num_tokens = backbone.grid[0] * backbone.grid[1]
         record["position_embedding"] = "none (convolutional backbone; token grid recomputed)"
         return record

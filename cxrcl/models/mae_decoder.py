@@ -24,16 +24,7 @@ from lightly.models import utils as lightly_utils
 from lightly.models.modules import MaskedVisionTransformerDecoderTIMM
 from torch import nn
 
-from cxrcl.errors import CxrclError
-from cxrcl.models.backbones import TokenBackbone, ViTBackbone
-
-
-def require_vit(backbone: TokenBackbone, method: str) -> ViTBackbone:
-    """Masked autoencoding drops tokens for real, which only a ViT can do."""
-    if not isinstance(backbone, ViTBackbone):
-        raise CxrclError(f"{method} needs a ViT backbone (e.g. --backbone vit_tiny_patch16_224), got "
-                         f"{backbone.name}: a CNN cannot leave masked patches out of its input")
-    return backbone
+from cxrcl.models.backbones import TokenBackbone
 
 
 def random_mask(batch: int, num_tokens: int, mask_ratio: float, generator: torch.Generator,
@@ -96,6 +87,8 @@ def reconstruction_loss(pred: torch.Tensor, images: torch.Tensor, masked: torch.
         return ((pred.float() - target) ** 2).mean()
 
 
-def build_decoder(backbone: ViTBackbone, dim: int, depth: int, heads: int) -> MAEDecoder:
-    in_chans = backbone.vit.patch_embed.proj.in_channels
-    return MAEDecoder(backbone.num_tokens, backbone.dim, backbone.patch_size, in_chans, dim, depth, heads)
+def build_decoder(backbone: TokenBackbone, num_patches: int, patch_size: int, dim: int, depth: int,
+                  heads: int, in_chans: int = 1) -> MAEDecoder:
+    """The decoder for ``num_patches`` patches of ``patch_size`` px (cxrcl's input is one grey
+    channel) over the backbone's feature width."""
+    return MAEDecoder(num_patches, backbone.dim, patch_size, in_chans, dim, depth, heads)

@@ -125,9 +125,15 @@ def test_conv_stem_vit_trains_and_its_reconstruction_targets_the_raw_pixels(phan
     assert torch.isfinite(out["loss"]) and m.backbone.vit.patch_embed.proj.to_embed.weight.grad.abs().sum() > 0
 
 
-def test_cnn_backbone_is_a_clear_error():
-    with pytest.raises(CxrclError, match="maco needs a ViT backbone"):
-        build_method("maco", "resnet18", 64)
+def test_cnn_tower_trains_with_its_mask_grid(phantom):
+    ds = PreparedDataset.open(phantom)
+    torch.manual_seed(0)
+    m = build_method(f"maco:{FAST_TEXT}", "resnet18", 32)
+    assert m.grid.num_tokens == 16 and m.correlation.linear.in_features == 16  # 8 px patches of 32 px
+    out = m.training_step(batch(m, ds), torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["correlation_weight"] == pytest.approx(math.log(2))
+    assert m.backbone.stem[0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.slow
