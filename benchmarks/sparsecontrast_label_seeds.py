@@ -75,7 +75,7 @@ def main() -> None:
         "paired_difference_mean": float(arr.mean()),
         "paired_difference_ci95_over_label_seeds": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
         "bar": "keep 0.5 within 1 AUROC point of dense or above: paired difference >= -0.01",
-        "command": "python benchmarks/sparsecontrast_label_seeds.py --seeds %d" % n,
+        "command": f"python benchmarks/sparsecontrast_label_seeds.py --seeds {n}",
     }
     path = OUT / f"covrad64_p8_1pct_{n}labelseeds.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
