@@ -245,6 +245,9 @@ def create_backbone(spec: str = DEFAULT_BACKBONE, image_size: int = 128,
             raise CxrclError(f"image size {image_size} is not a multiple of the patch size "
                              f"{model.patch_embed.patch_size[0]} of {name}")
         if stem == "conv":
+            if model.patch_embed.patch_size[0] < 4:
+                raise CxrclError(f"backbone {spec!r}: stem=conv needs patches of at least 4 px, got "
+                                 f"{model.patch_embed.patch_size[0]}; use e.g. patch_size=8")
             model.patch_embed.proj = PatchLocalConvStem(model.patch_embed.proj)
         return ViTBackbone(model, name, pool=pool)
     return CNNBackbone(model, name, image_size, pool=pool)

@@ -50,6 +50,8 @@ def test_stem_errors_and_checkpoint_names():
         create_backbone("resnet18:stem=conv", 32)
     with pytest.raises(CxrclError, match="stem must be 'linear'"):
         create_backbone("vit_tiny_patch16_224:patch_size=8:stem=cnn", 32)
+    with pytest.raises(CxrclError, match="at least 4 px"):
+        create_backbone("vit_tiny_patch16_224:patch_size=2:stem=conv", 32)
     names = set(create_backbone(SPEC, 32).state_dict())
     assert "vit.patch_embed.proj.linear.weight" in names and "vit.patch_embed.proj.convs.0.weight" in names
 
