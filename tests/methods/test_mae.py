@@ -125,7 +125,7 @@ def phantom(tmp_path_factory):
     return root
 
 
-def test_cli_loss_falls_on_the_phantom_with_a_vit_and_a_cnn(phantom, tmp_path, capsys):
+def test_cli_loss_falls_on_the_phantom_with_a_vit_and_a_cnn(phantom, tmp_path):
     run = tmp_path / "run"
     code = main(["pretrain", "mae", "--data", str(phantom), "--out", str(run), "--backbone", TINY_VIT,
                  "--image-size", "64", "--steps", "40", "--batch-size", "16", "--lr", "0.001",
