@@ -28,6 +28,7 @@ print(f"images shared with the pre-training phantom: {shared}")
 sys.exit(1 if shared else 0)
 PY
 ex="$WORK/explain_${NAME}_fresh${N}_test"
-rm -rf "$ex"
-"$CXRCL" explain --run "$run" --data "$data" --out "$ex" --n 16 --keep 0.5 --split test
+# cxrcl explain stages its output and renames it into place only when complete, so an existing
+# $ex/explain.json is a finished result of this same run (it is deterministic): reuse, never delete
+[ -f "$ex/explain.json" ] || "$CXRCL" explain --run "$run" --data "$data" --out "$ex" --n 16 --keep 0.5 --split test
 cp "$ex/explain.json" "$OUT/phantom_explain_${NAME}_fresh${N}_test.json"

@@ -244,10 +244,7 @@ def create_backbone(spec: str = DEFAULT_BACKBONE, image_size: int = 128,
         if image_size % model.patch_embed.patch_size[0]:
             raise CxrclError(f"image size {image_size} is not a multiple of the patch size "
                              f"{model.patch_embed.patch_size[0]} of {name}")
-        if stem == "conv":
-            if model.patch_embed.patch_size[0] < 4:
-                raise CxrclError(f"backbone {spec!r}: stem=conv needs patches of at least 4 px, got "
-                                 f"{model.patch_embed.patch_size[0]}; use e.g. patch_size=8")
+        if stem == "conv":  # refuses patches under 4 px itself
             model.patch_embed.proj = PatchLocalConvStem(model.patch_embed.proj)
         return ViTBackbone(model, name, pool=pool)
     return CNNBackbone(model, name, image_size, pool=pool)

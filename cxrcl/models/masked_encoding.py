@@ -47,7 +47,7 @@ def mask_grid(backbone: TokenBackbone, cnn_mask_patch: int, method: str) -> Mask
         return MaskGrid(backbone.grid[0], backbone.patch_size)
     if isinstance(backbone, CNNBackbone):
         size = backbone.image_size
-        if cnn_mask_patch < 1 or size % cnn_mask_patch:
+        if size % cnn_mask_patch:  # the config has already refused values below 1
             raise CxrclError(f"{method}: cnn_mask_patch={cnn_mask_patch} must divide the image size {size}; "
                              f"e.g. {method}:cnn_mask_patch={8 if size % 8 == 0 else size}")
         return MaskGrid(size // cnn_mask_patch, cnn_mask_patch)

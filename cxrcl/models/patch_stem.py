@@ -1,7 +1,7 @@
 """A patch-local convolutional stem for ViTs (backbone option ``stem=conv``).
 
 Why: on the 64 px phantom no ViT trained from scratch here learns pneumothorax (a rim without
-lung markings), not even from labels, while a ResNet-18 does (docs/methods/maco.md). A ViT's
+lung markings), not even from labels, while a ResNet-18 does (docs/methods/image_text_results.md). A ViT's
 patch embedding is linear in the pixels, so texture (a quadratic quantity, e.g. local
 contrast) must be rebuilt by the blocks from few examples. Early convolutions help ViTs
 (Xiao et al. 2021, "Early convolutions help transformers see better"), but an ordinary conv
@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cxrcl.errors import CxrclError
+
 
 class PatchLocalConvStem(nn.Module):
     """Drop-in for ``vit.patch_embed.proj``: [B, C, H, W] -> [B, D, H/p, W/p], where output
@@ -32,7 +34,7 @@ class PatchLocalConvStem(nn.Module):
         self.linear = linear_proj
         self.p = int(linear_proj.kernel_size[0])
         if self.p < 4:
-            raise ValueError(f"stem=conv needs patches of at least 4 px, got {self.p}")
+            raise CxrclError(f"stem=conv needs patches of at least 4 px, got {self.p}; use e.g. patch_size=8")
         c = linear_proj.in_channels
         self.convs = nn.Sequential(
             nn.Conv2d(c, width, 3, padding=1), nn.GELU(),
@@ -63,7 +65,8 @@ class PatchLocalConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        p, gh, gw = self.p, x.shape[-2] // self.p, x.shape[-1] // self.p
+        p = self.p
+        gh, gw = h // p, w // p
         patches = x.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, c, p, p)
         local = self.to_embed(self.convs(patches).flatten(1))  # [B*N, D]
         local = local.view(b, gh, gw, -1).permute(0, 3, 1, 2)
