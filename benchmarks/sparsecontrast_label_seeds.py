@@ -9,7 +9,11 @@ benchmarks/sparsecontrast_real.sh``) at 1 % with ``--seeds N`` label samples (de
 sample s is the same set of images for both encoders, so each (pre-training seed, label seed)
 gives one paired difference. Nothing is chosen here: no variant, no setting.
 
-Usage: .venv/bin/python benchmarks/sparsecontrast_label_seeds.py [--seeds 20]
+``--sparse PART`` compares another SparseContrast run set with the same dense runs: PART is the
+name between ``covrad64_sparsecontrast_`` and ``_p8`` (default ``keep_ratio_0.5``; e.g.
+``keep_ratio_0.5_fuse_area`` for a variant chosen on val by sparsecontrast_val_choice.py).
+
+Usage: .venv/bin/python benchmarks/sparsecontrast_label_seeds.py [--seeds 20] [--sparse PART]
 Writes benchmarks/results/sparsecontrast/real/covrad64_p8_1pct_<N>labelseeds*.json
 """
 
@@ -28,21 +32,21 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/results/sparsecontrast/real"
 RUNS = Path(".bench-data/sc/real_runs")  # relative to ROOT, as in the other result files
 DATA = Path(".bench-data/sc/covrad64")
-KEEPS = ("0.5", "1.0")
+DENSE = "keep_ratio_1.0"
 
 
-def run_name(keep: str, seed: int) -> str:
-    return f"covrad64_sparsecontrast_keep_ratio_{keep}_p8" + (f"_s{seed}" if seed else "")
+def run_name(part: str, seed: int) -> str:
+    return f"covrad64_sparsecontrast_{part}_p8" + (f"_s{seed}" if seed else "")
 
 
-def probe(keep: str, seed: int, n: int) -> dict:
-    name = run_name(keep, seed)
+def probe(part: str, seed: int, n: int) -> dict:
+    name = run_name(part, seed)
     out = OUT / f"{name}_linear_1pct_{n}labelseeds.json"
     if not out.exists():
         run = RUNS / name
         if not (ROOT / run / "summary.json").exists():
             sys.exit(f"missing run {run}: make it with PATCH=8 SEED={seed} DATASETS=covrad64 STEPS=150 "
-                     "bash benchmarks/sparsecontrast_real.sh")
+                     f"METHODS=... bash benchmarks/sparsecontrast_real.sh (the method spec of {part})")
         subprocess.run([".venv/bin/cxrcl", "eval", "linear", "--run", str(run), "--data", str(DATA),
                         "--label", "covid19", "--fractions", "0.01", "--seeds", str(n),
                         "--out", str(out.relative_to(ROOT))], check=True, cwd=ROOT)
@@ -52,14 +56,17 @@ def probe(keep: str, seed: int, n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20, help="label samples per run (default 20)")
-    n = ap.parse_args().seeds
-    auroc = {(k, s): {r["seed"]: r["auroc"] for r in probe(k, s, n)["results"]} for k in KEEPS for s in range(3)}
+    ap.add_argument("--sparse", default="keep_ratio_0.5", help="the sparse runs' name part (see above)")
+    args = ap.parse_args()
+    n, sparse = args.seeds, args.sparse
+    auroc = {(k, s): {r["seed"]: r["auroc"] for r in probe(k, s, n)["results"]}
+             for k in (sparse, DENSE) for s in range(3)}
     rows, diffs = [], []
     for s in range(3):
-        d = [auroc[("0.5", s)][ls] - auroc[("1.0", s)][ls] for ls in range(n)]
+        d = [auroc[(sparse, s)][ls] - auroc[(DENSE, s)][ls] for ls in range(n)]
         diffs += d
-        rows.append({"pretrain_seed": s, "keep_0.5_mean": statistics.mean(auroc[("0.5", s)].values()),
-                     "dense_mean": statistics.mean(auroc[("1.0", s)].values()),
+        rows.append({"pretrain_seed": s, "keep_0.5_mean": statistics.mean(auroc[(sparse, s)].values()),
+                     "dense_mean": statistics.mean(auroc[(DENSE, s)].values()),
                      "paired_difference_mean": statistics.mean(d),
                      "label_seeds_keep_0.5_higher": sum(x > 0 for x in d)})
     rng = np.random.default_rng(0)
@@ -67,17 +74,20 @@ def main() -> None:
     # bootstrap over label seeds within each pre-training seed, the 3 pre-training seeds kept
     boot = [arr[:, rng.integers(0, n, n)].mean() for _ in range(2000)]
     summary = {
-        "what": "linear probe, covid19, 1 % of the train labels, test AUROC; SparseContrast keep 0.5 vs "
-                "keep 1.0 (dense), ViT-Tiny/8 at 64 px, 150 pre-training steps",
+        "what": "linear probe, covid19, 1 % of the train labels, test AUROC; SparseContrast "
+                f"{sparse} vs keep 1.0 (dense), ViT-Tiny/8 at 64 px, 150 pre-training steps",
+        "sparse_runs": [run_name(sparse, s) for s in range(3)], "dense_runs": [run_name(DENSE, s) for s in range(3)],
         "label_seeds": n, "pretrain_seeds": 3, "per_pretrain_seed": rows,
         "keep_0.5_mean": float(np.mean([r["keep_0.5_mean"] for r in rows])),
         "dense_mean": float(np.mean([r["dense_mean"] for r in rows])),
         "paired_difference_mean": float(arr.mean()),
         "paired_difference_ci95_over_label_seeds": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
         "bar": "keep 0.5 within 1 AUROC point of dense or above: paired difference >= -0.01",
-        "command": f"python benchmarks/sparsecontrast_label_seeds.py --seeds {n}",
+        "command": f"python benchmarks/sparsecontrast_label_seeds.py --seeds {n}"
+                   + ("" if sparse == "keep_ratio_0.5" else f" --sparse {sparse}"),
     }
-    path = OUT / f"covrad64_p8_1pct_{n}labelseeds.json"
+    tag = "" if sparse == "keep_ratio_0.5" else f"_{sparse}"
+    path = OUT / f"covrad64_p8{tag}_1pct_{n}labelseeds.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"wrote {path.relative_to(ROOT)}")

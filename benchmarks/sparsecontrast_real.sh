@@ -8,7 +8,9 @@
 # (the floors need no pre-training and run once); the tables pool the seeds.
 # PATCH=8 uses 8 px patches (64 tokens at 64 px, as ViT-Tiny/16 at 128 px in the speed bench);
 # its runs and JSON carry _p8 (the floors: random_p8).
-# Usage: [SEED=N] [PATCH=8] [DATASETS=..] [METHODS=..] [STEPS=..] bash benchmarks/sparsecontrast_real.sh [WORK_DIR]
+# TAG=_x is appended to the run names (e.g. TAG=_300st for a longer schedule; the names do not
+# carry STEPS otherwise).
+# Usage: [SEED=N] [PATCH=8] [TAG=..] [DATASETS=..] [METHODS=..] [STEPS=..] bash benchmarks/sparsecontrast_real.sh [WORK_DIR]
 #        (needs ../shared/data; ~40 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +31,7 @@ mkdir -p "$WORK" "$OUT"
 for data in ${DATASETS:-covrad64 covid64}; do
   steps=${STEPS:-$([ "$data" = covid64 ] && echo 200 || echo 300)}
   for spec in ${METHODS:-sparsecontrast:keep_ratio=0.5 sparsecontrast:keep_ratio=1.0 spcl spcl:partition=saliency}; do
-    name="${data}_$(echo "$spec" | tr ':=' '__')$PFX$SFX"
+    name="${data}_$(echo "$spec" | tr ':=' '__')$PFX${TAG:-}$SFX"
     run="$WORK/real_runs/$name"
     if [ ! -f "$run/summary.json" ] || ! grep -q '"complete": true' "$run/summary.json"; then
       resume=""; [ -f "$run/config.yaml" ] && resume="--resume"

@@ -5,6 +5,7 @@
 # 16 8x8-cell windows go on through layer2-4), batch 32, on 256 phantom images.
 # Usage: bash benchmarks/sparsecontrast_speed.sh [WORK_DIR]      (~10 min on 2 CPU cores)
 # The ResNet-18 rerun: BACKBONES=resnet18 SUFFIX=_rerun VIT_RERUN=0 bash benchmarks/sparsecontrast_speed.sh
+# Only the variant trial: BACKBONES= VIT_RERUN=0 VARIANT_TRIAL=1 bash benchmarks/sparsecontrast_speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -12,7 +13,7 @@ WORK=${1:-.bench-data/sc}
 OUT=benchmarks/results/sparsecontrast
 mkdir -p "$WORK" "$OUT"
 [ -f "$WORK/phantom128/dataset.json" ] || "$CXRCL" data phantom "$WORK/phantom128" --n 256 --size 128
-for bb in ${BACKBONES:-vit_tiny_patch16_224 resnet18}; do
+for bb in ${BACKBONES-vit_tiny_patch16_224 resnet18}; do
   "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=1.0" \
     --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone "$bb" \
     --image-size 128 --batch-size 32 --steps 10 --warmup 2 --no-memory --out "$OUT/speed_${bb}_128${SUFFIX:-}.json"
@@ -28,4 +29,11 @@ if [ "${PRUNE_TRIAL:-0}" = 1 ]; then
   "$CXRCL" bench --methods "sparsecontrast:keep_ratio=1.0,sparsecontrast:keep_ratio=0.5:prune_at=1,sparsecontrast:keep_ratio=0.5:prune_at=2,sparsecontrast:keep_ratio=0.5:prune_at=3" \
     --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
     --image-size 128 --batch-size 32 --steps 6 --warmup 2 --no-memory --out "$OUT/speed_prune_at_trial.json"
+fi
+# the accuracy variants tried on covid_radiography's val split (EViT's fused token, prune_at=3),
+# beside the default and the dense counterpart (10 timed rounds; run with VARIANT_TRIAL=1)
+if [ "${VARIANT_TRIAL:-0}" = 1 ]; then
+  "$CXRCL" bench --methods "sparsecontrast:keep_ratio=1.0,sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=0.5:fuse=area,sparsecontrast:keep_ratio=0.5:prune_at=3:fuse=area" \
+    --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
+    --image-size 128 --batch-size 32 --steps 10 --warmup 2 --no-memory --out "$OUT/speed_variant_trial.json"
 fi

@@ -46,6 +46,7 @@ from cxrcl.losses.info_nce import InfoNCELoss
 from cxrcl.methods.base import AugmentedViewsConfig, Method
 from cxrcl.models.backbones import ViTBackbone
 from cxrcl.models.saliency import (
+    FUSE_MODES,
     Pruned,
     SaliencyPredictor,
     SparseEncoder,
@@ -63,6 +64,7 @@ class SparseContrastConfig(AugmentedViewsConfig):
     keep_ratio: float = 0.5
     prune_at: int | None = None      # ViT block / CNN stage after which tokens are pruned
     window: int | None = None        # CNN window side in cells (default: see default_window)
+    fuse: str = "none"               # ViT: EViT fused token of the pruned ones (none, token, area)
     sparsity_weight: float = 2.0     # lambda of the keep-ratio term (DynamicViT's value)
     noise: float = 1.0               # Gumbel noise scale on the logits at training (0 = plain top-k)
     dense_fraction: float = 0.1      # schedule: dense warm-up
@@ -86,6 +88,8 @@ class SparseContrastConfig(AugmentedViewsConfig):
             raise ValueError(f"rarity_momentum must be in [0, 1), got {self.rarity_momentum}")
         if self.rarity_frame not in ("image", "view", "original"):
             raise ValueError(f"rarity_frame must be image, view or original, got {self.rarity_frame!r}")
+        if self.fuse not in FUSE_MODES:
+            raise ValueError(f"fuse must be one of {', '.join(FUSE_MODES)}, got {self.fuse!r}")
 
 
 def default_prune_at(backbone) -> int:
@@ -116,7 +120,7 @@ class SparseContrast(Method):
             self.predictor = SaliencyPredictor(token_dim, config.predictor_hidden)
             # a plain attribute, not a submodule: its parts are registered here already
             object.__setattr__(self, "_sparse", SparseEncoder(
-                backbone, self.predictor, self.prune_at, config.keep_ratio, config.window))
+                backbone, self.predictor, self.prune_at, config.keep_ratio, config.window, config.fuse))
             if not self._sparse.is_vit:
                 self._sparse.window_grid(self._sparse.map_size())
             if config.rarity_weight > 0:

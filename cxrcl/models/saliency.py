@@ -24,6 +24,12 @@ Our choices:
   term calibrates the scores to the target and keeps the sigmoid out of saturation).
 * schedule: dense (all tokens, predictor learning) for the first ``dense_fraction`` of
   training, then the kept fraction falls linearly to ``keep_ratio`` over ``ramp_fraction``.
+* ``fuse`` (ViT, off by default): EViT's inattentive-token fusion (arXiv 2202.07800). The pruned
+  tokens are not thrown away but averaged into ONE extra token (weights: softmax of their
+  logits) that the later blocks run on beside the kept ones: K + 1 tokens instead of K.
+  ``fuse="token"`` pools it as one more token; ``fuse="area"`` (our choice) gives it the pooling
+  weight of the N - K tokens it stands for, so the pooled feature stays a mean over the whole
+  image, as the dense counterpart's is.
 """
 
 from __future__ import annotations
@@ -98,6 +104,17 @@ def sparsity_loss(logits: torch.Tensor, keep_ratio: float) -> torch.Tensor:
     return ((torch.sigmoid(logits.float()).mean(dim=1) - keep_ratio) ** 2).mean()
 
 
+FUSE_MODES = ("none", "token", "area")
+
+
+def fuse_dropped(patches: torch.Tensor, logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """EViT's fused token [B, 1, D]: the patches not in ``keep`` ([B, K] of N), averaged with
+    weights softmax(their logits) (gradients reach the predictor through the weights)."""
+    dropped = torch.ones_like(logits, dtype=torch.bool).scatter_(1, keep, False)
+    w = torch.softmax(logits.float().masked_fill(~dropped, float("-inf")), dim=1).to(patches.dtype)
+    return torch.einsum("bn,bnd->bd", w, patches).unsqueeze(1)
+
+
 def default_window(backbone: TokenBackbone, prune_at: int) -> int:
     """CNN window side (cells) = the down-sampling of the stages after ``prune_at`` (ResNet and
     ConvNeXt halve the map in every stage but the first), so each window ends as one output
@@ -133,14 +150,22 @@ class SparseEncoder(TokenBackbone):
     kept window. A window sees no context across its border (zero padding), the price of the
     speed-up; with all windows kept the full map runs as usual.
 
+    ``fuse`` (ViT): ``"none"``, or EViT's fused token of the pruned ones (``"token"``: pooled as
+    one token; ``"area"``: pooled with the weight of the tokens it replaces; see the module).
+
     ``forward(x)`` (the downstream encoder) keeps ``keep_ratio`` of the units, deterministically.
     """
 
     def __init__(self, backbone: TokenBackbone, predictor: SaliencyPredictor, prune_at: int,
-                 keep_ratio: float, window: int | None = None):
+                 keep_ratio: float, window: int | None = None, fuse: str = "none"):
         super().__init__()
         self.backbone, self.predictor = backbone, predictor
         self.prune_at, self.keep_ratio = prune_at, keep_ratio
+        if fuse not in FUSE_MODES:
+            raise ValueError(f"fuse must be one of {', '.join(FUSE_MODES)}, got {fuse!r}")
+        if fuse != "none" and not isinstance(backbone, ViTBackbone):
+            raise ValueError("fuse needs a ViT backbone (a CNN keeps whole windows)")
+        self.fuse = fuse
         self.window = window or default_window(backbone, prune_at)
         self.name, self.dim = backbone.name, backbone.dim
         self.is_vit = isinstance(backbone, ViTBackbone)
@@ -179,20 +204,27 @@ class SparseEncoder(TokenBackbone):
     def _run_vit(self, x, keep_ratio, generator, noise, straight_through, score) -> Pruned:
         bb: ViTBackbone = self.backbone
         h = self._vit_front(x)
-        logits = keep = None
+        logits = keep = fused = None
+        npre = bb.vit.num_prefix_tokens
         if score:
-            npre = bb.vit.num_prefix_tokens
             prefix, patches = h[:, :npre], h[:, npre:]
+            n = patches.shape[1]
             logits = self.predictor(patches)
-            k = keep_count(patches.shape[1], keep_ratio)
-            if k < patches.shape[1]:
+            k = keep_count(n, keep_ratio)
+            if k < n:
                 keep = select_top_k(logits, k, generator, noise)
+                if self.fuse != "none":
+                    fused = fuse_dropped(patches, logits, keep)
                 patches = gather_tokens(patches, keep)
             if straight_through:
                 patches = patches * straight_through_factor(logits, keep).to(patches.dtype)
-            h = torch.cat([prefix, patches], dim=1)
-        h = bb.run_blocks(h, self.prune_at, None)
-        feats = bb.pool(Encoded(bb.vit.norm(h), num_prefix=bb.vit.num_prefix_tokens))
+            h = torch.cat([prefix, patches] + ([fused] if fused is not None else []), dim=1)
+        h = bb.vit.norm(bb.run_blocks(h, self.prune_at, None))
+        if fused is not None and self.fuse == "area" and bb.pool_type != "token":
+            kept, f = h[:, npre:-1], h[:, -1]
+            feats = (kept.sum(1) + (n - kept.shape[1]) * f) / n
+        else:
+            feats = bb.pool(Encoded(h, num_prefix=npre))
         return Pruned(feats, logits, keep, bb.grid)
 
     # ------------------------------------------------------------------ CNN

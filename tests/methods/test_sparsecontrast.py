@@ -67,6 +67,41 @@ def test_pruning_really_cuts_vit_flops():
     assert flops(m.encoder) < 0.68 * flops(dense.encoder)
 
 
+def test_fused_token_averages_the_pruned_tokens_and_is_one_more_token():
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 32, 32)
+    plain = build_method("sparsecontrast:keep_ratio=0.5:prune_at=1", VIT4, 32).eval()
+    fused = {mode: build_method(f"sparsecontrast:keep_ratio=0.5:prune_at=1:fuse={mode}", VIT4, 32).eval()
+             for mode in ("token", "area")}
+    for m in fused.values():
+        m.load_state_dict(plain.state_dict())
+        # the kept 8 + the class token + ONE fused token after block 1
+        assert tokens_seen_by_blocks(m, x) == [17, 10, 10, 10]
+    # the fused token is the softmax(logit)-weighted mean of exactly the pruned tokens
+    sp = fused["area"].encoder
+    seen = []
+    hook = sp.backbone.vit.blocks[1].register_forward_pre_hook(lambda mod, a: seen.append(a[0]))
+    with torch.no_grad():
+        out = sp.run(x, 0.5)
+    hook.remove()
+    patches = sp._vit_front(x)[:, 1:]
+    for b in range(3):
+        dropped = sorted(set(range(16)) - set(out.keep[b].tolist()))
+        w = torch.softmax(out.logits[b, dropped], 0)
+        assert torch.allclose(seen[0][b, -1], (w[:, None] * patches[b, dropped]).sum(0), atol=1e-5)
+    # "area" pools the fused token with the weight of the 8 it replaces, "token" as one token
+    with torch.no_grad():
+        h = sp.backbone.vit.norm(sp.backbone.run_blocks(seen[0], 1, None))[:, 1:]
+        assert torch.allclose(fused["area"].encoder(x), (h[:, :-1].sum(1) + 8 * h[:, -1]) / 16, atol=1e-5)
+        assert torch.allclose(fused["token"].encoder(x), h.mean(1), atol=1e-5)
+        assert not torch.allclose(fused["token"].encoder(x), plain.encoder(x), atol=1e-3)
+    # gradients reach the predictor through the fusion weights too
+    m = fused["area"].train()
+    m.set_progress(99, 100)
+    m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))["loss"].backward()
+    assert m.predictor.mlp[-1].weight.grad.abs().sum() > 0
+
+
 def test_keep_ratio_one_is_simclr_exactly_loss_and_gradients():
     torch.manual_seed(0)
     simclr = build_method("simclr", VIT4, 32)
@@ -161,6 +196,10 @@ def test_config_errors_name_the_key():
         build_method("sparsecontrast:dense_fraction=0.8:ramp_fraction=0.5", VIT4, 32)
     with pytest.raises(CxrclError, match="window"):
         build_method("sparsecontrast:window=5", "resnet18", 64)
+    with pytest.raises(CxrclError, match="fuse"):
+        build_method("sparsecontrast:fuse=merge", VIT4, 32)
+    with pytest.raises(CxrclError, match="fuse needs a ViT"):
+        build_method("sparsecontrast:fuse=area", "resnet18", 64)
 
 
 def test_resume_is_exact_and_the_run_follows_the_schedule(tiny_ds, tmp_path):
