@@ -29,7 +29,8 @@ Our choices:
   logits) that the later blocks run on beside the kept ones: K + 1 tokens instead of K.
   ``fuse="token"`` pools it as one more token; ``fuse="area"`` (our choice) gives it the pooling
   weight of the N - K tokens it stands for, so the pooled feature stays a mean over the whole
-  image, as the dense counterpart's is.
+  image, as the dense counterpart's is. (A ViT with ``pool=token`` pools its class token in
+  both modes.)
 """
 
 from __future__ import annotations
