@@ -12,6 +12,8 @@ gives one paired difference. Nothing is chosen here: no variant, no setting.
 ``--sparse PART`` compares another SparseContrast run set with the same dense runs: PART is the
 name between ``covrad64_sparsecontrast_`` and ``_p8`` (default ``keep_ratio_0.5``; e.g.
 ``keep_ratio_0.5_fuse_area`` for a variant chosen on val by sparsecontrast_val_choice.py).
+``--tag _300st --pretrain-seeds 1`` reads runs made with ``TAG=_300st`` (another schedule), of
+the first N pre-training seeds only.
 
 Usage: .venv/bin/python benchmarks/sparsecontrast_label_seeds.py [--seeds 20] [--sparse PART]
 Writes benchmarks/results/sparsecontrast/real/covrad64_p8_1pct_<N>labelseeds*.json
@@ -35,12 +37,12 @@ DATA = Path(".bench-data/sc/covrad64")
 DENSE = "keep_ratio_1.0"
 
 
-def run_name(part: str, seed: int) -> str:
-    return f"covrad64_sparsecontrast_{part}_p8" + (f"_s{seed}" if seed else "")
+def run_name(part: str, seed: int, tag: str = "") -> str:
+    return f"covrad64_sparsecontrast_{part}_p8{tag}" + (f"_s{seed}" if seed else "")
 
 
-def probe(part: str, seed: int, n: int) -> dict:
-    name = run_name(part, seed)
+def probe(part: str, seed: int, n: int, tag: str) -> dict:
+    name = run_name(part, seed, tag)
     out = OUT / f"{name}_linear_1pct_{n}labelseeds.json"
     if not out.exists():
         run = RUNS / name
@@ -57,37 +59,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20, help="label samples per run (default 20)")
     ap.add_argument("--sparse", default="keep_ratio_0.5", help="the sparse runs' name part (see above)")
+    ap.add_argument("--tag", default="", help="the runs' TAG suffix (sparsecontrast_real.sh)")
+    ap.add_argument("--pretrain-seeds", type=int, default=3, help="pre-training seeds 0..N-1 (default 3)")
     args = ap.parse_args()
-    n, sparse = args.seeds, args.sparse
-    auroc = {(k, s): {r["seed"]: r["auroc"] for r in probe(k, s, n)["results"]}
-             for k in (sparse, DENSE) for s in range(3)}
+    n, sparse, tag, seeds = args.seeds, args.sparse, args.tag, args.pretrain_seeds
+    auroc = {(k, s): {r["seed"]: r["auroc"] for r in probe(k, s, n, tag)["results"]}
+             for k in (sparse, DENSE) for s in range(seeds)}
     rows, diffs = [], []
-    for s in range(3):
+    for s in range(seeds):
         d = [auroc[(sparse, s)][ls] - auroc[(DENSE, s)][ls] for ls in range(n)]
         diffs += d
         rows.append({"pretrain_seed": s, "keep_0.5_mean": statistics.mean(auroc[(sparse, s)].values()),
                      "dense_mean": statistics.mean(auroc[(DENSE, s)].values()),
                      "paired_difference_mean": statistics.mean(d),
                      "label_seeds_keep_0.5_higher": sum(x > 0 for x in d)})
+    steps = json.loads((ROOT / RUNS / run_name(sparse, 0, tag) / "summary.json").read_text())["steps"]
     rng = np.random.default_rng(0)
-    arr = np.array(diffs).reshape(3, n)
+    arr = np.array(diffs).reshape(seeds, n)
     # bootstrap over label seeds within each pre-training seed, the 3 pre-training seeds kept
     boot = [arr[:, rng.integers(0, n, n)].mean() for _ in range(2000)]
     summary = {
         "what": "linear probe, covid19, 1 % of the train labels, test AUROC; SparseContrast "
-                f"{sparse} vs keep 1.0 (dense), ViT-Tiny/8 at 64 px, 150 pre-training steps",
-        "sparse_runs": [run_name(sparse, s) for s in range(3)], "dense_runs": [run_name(DENSE, s) for s in range(3)],
-        "label_seeds": n, "pretrain_seeds": 3, "per_pretrain_seed": rows,
+                f"{sparse} vs keep 1.0 (dense), ViT-Tiny/8 at 64 px, {steps} pre-training steps",
+        "sparse_runs": [run_name(sparse, s, tag) for s in range(seeds)],
+        "dense_runs": [run_name(DENSE, s, tag) for s in range(seeds)],
+        "label_seeds": n, "pretrain_seeds": seeds, "per_pretrain_seed": rows,
         "keep_0.5_mean": float(np.mean([r["keep_0.5_mean"] for r in rows])),
         "dense_mean": float(np.mean([r["dense_mean"] for r in rows])),
         "paired_difference_mean": float(arr.mean()),
         "paired_difference_ci95_over_label_seeds": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
         "bar": "keep 0.5 within 1 AUROC point of dense or above: paired difference >= -0.01",
         "command": f"python benchmarks/sparsecontrast_label_seeds.py --seeds {n}"
-                   + ("" if sparse == "keep_ratio_0.5" else f" --sparse {sparse}"),
+                   + ("" if sparse == "keep_ratio_0.5" else f" --sparse {sparse}")
+                   + (f" --tag {tag}" if tag else "") + (f" --pretrain-seeds {seeds}" if seeds != 3 else ""),
     }
-    tag = "" if sparse == "keep_ratio_0.5" else f"_{sparse}"
-    path = OUT / f"covrad64_p8{tag}_1pct_{n}labelseeds.json"
+    name = ("" if sparse == "keep_ratio_0.5" else f"_{sparse}") + tag
+    path = OUT / f"covrad64_p8{name}_1pct_{n}labelseeds.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"wrote {path.relative_to(ROOT)}")
