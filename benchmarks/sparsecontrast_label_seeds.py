@@ -47,8 +47,8 @@ def probe(part: str, seed: int, n: int, tag: str) -> dict:
     if not out.exists():
         run = RUNS / name
         if not (ROOT / run / "summary.json").exists():
-            sys.exit(f"missing run {run}: make it with PATCH=8 SEED={seed} DATASETS=covrad64 STEPS=150 "
-                     f"METHODS=... bash benchmarks/sparsecontrast_real.sh (the method spec of {part})")
+            sys.exit(f"missing run {run}: make it with PATCH=8 SEED={seed} TAG={tag} DATASETS=covrad64 "
+                     f"STEPS=... METHODS=... bash benchmarks/sparsecontrast_real.sh (the method spec of {part})")
         subprocess.run([".venv/bin/cxrcl", "eval", "linear", "--run", str(run), "--data", str(DATA),
                         "--label", "covid19", "--fractions", "0.01", "--seeds", str(n),
                         "--out", str(out.relative_to(ROOT))], check=True, cwd=ROOT)
@@ -76,7 +76,7 @@ def main() -> None:
     steps = json.loads((ROOT / RUNS / run_name(sparse, 0, tag) / "summary.json").read_text())["steps"]
     rng = np.random.default_rng(0)
     arr = np.array(diffs).reshape(seeds, n)
-    # bootstrap over label seeds within each pre-training seed, the 3 pre-training seeds kept
+    # bootstrap over label seeds within each pre-training seed, every pre-training seed kept
     boot = [arr[:, rng.integers(0, n, n)].mean() for _ in range(2000)]
     summary = {
         "what": "linear probe, covid19, 1 % of the train labels, test AUROC; SparseContrast "

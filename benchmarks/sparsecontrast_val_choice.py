@@ -26,6 +26,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrcl.data.prepared import PreparedDataset
 from cxrcl.encoders import load_encoder
+from cxrcl.errors import CxrclError
 from cxrcl.evaluation.features import extract_splits
 from cxrcl.evaluation.fractions import sample_label_fraction
 from cxrcl.evaluation.linear import fit_predict_logistic
@@ -44,7 +45,10 @@ def features(spec: str, ds: PreparedDataset) -> dict[str, np.ndarray]:
     if path.exists():
         return dict(np.load(path))
     name, _, keep = spec.partition("@keep=")
-    enc = load_encoder(RUNS / name, device="cpu")
+    try:
+        enc = load_encoder(RUNS / name, device="cpu")
+    except CxrclError as e:
+        raise SystemExit(f"{name}: {e}") from None
     if keep:
         if not hasattr(enc.backbone, "keep_ratio"):
             raise SystemExit(f"{name} is not a SparseContrast run: @keep= needs one")
@@ -77,6 +81,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--fraction", type=float, default=0.01)
     a = ap.parse_args()
+    if not a.out or "/" in a.out:
+        ap.error(f"--out {a.out!r}: a plain name, written as {OUT.relative_to(ROOT)}/val_choice_NAME.json")
     ds = PreparedDataset.open(DATA)
     ytr = ds.labels([LABEL], ds.indices("train"))[:, 0]
     yva = ds.labels([LABEL], ds.indices("val"))[:, 0]
