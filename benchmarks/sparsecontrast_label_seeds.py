@@ -16,7 +16,7 @@ name between ``covrad64_sparsecontrast_`` and ``_p8`` (default ``keep_ratio_0.5`
 the first N pre-training seeds only.
 
 Usage: .venv/bin/python benchmarks/sparsecontrast_label_seeds.py [--seeds 20] [--sparse PART]
-Writes benchmarks/results/sparsecontrast/real/covrad64_p8_1pct_<N>labelseeds*.json
+Writes benchmarks/results/sparsecontrast/real/covrad64_p8[_PART][TAG][_Kpretrainseeds]_1pct_<N>labelseeds.json
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
                    + ("" if sparse == "keep_ratio_0.5" else f" --sparse {sparse}")
                    + (f" --tag {tag}" if tag else "") + (f" --pretrain-seeds {seeds}" if seeds != 3 else ""),
     }
-    name = ("" if sparse == "keep_ratio_0.5" else f"_{sparse}") + tag
+    name = ("" if sparse == "keep_ratio_0.5" else f"_{sparse}") + tag + ("" if seeds == 3 else f"_{seeds}pretrainseeds")
     path = OUT / f"covrad64_p8{name}_1pct_{n}labelseeds.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

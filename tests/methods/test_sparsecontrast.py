@@ -95,7 +95,7 @@ def test_fused_token_averages_the_pruned_tokens_and_is_one_more_token():
         assert torch.allclose(fused["area"].encoder(x), (h[:, :-1].sum(1) + 8 * h[:, -1]) / 16, atol=1e-5)
         assert torch.allclose(fused["token"].encoder(x), h.mean(1), atol=1e-5)
         assert not torch.allclose(fused["token"].encoder(x), plain.encoder(x), atol=1e-3)
-    # gradients reach the predictor through the fusion weights too
+    # with fusion on, training still gives the predictor a gradient
     m = fused["area"].train()
     m.set_progress(99, 100)
     m.training_step(torch.randn(4, 1, 32, 32), torch.Generator().manual_seed(0))["loss"].backward()
