@@ -6,7 +6,6 @@
 # Usage: bash benchmarks/sparsecontrast_speed.sh [WORK_DIR]      (~10 min on 2 CPU cores)
 # The ResNet-18 rerun: BACKBONES=resnet18 SUFFIX=_rerun VIT_RERUN=0 bash benchmarks/sparsecontrast_speed.sh
 # Only the variant trial: BACKBONES= VIT_RERUN=0 VARIANT_TRIAL=1 bash benchmarks/sparsecontrast_speed.sh
-#   (its rerun: ... VARIANT_TRIAL=1 VARIANT_ROUNDS=20 VARIANT_SUFFIX=_rerun20 ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -36,6 +35,5 @@ fi
 if [ "${VARIANT_TRIAL:-0}" = 1 ]; then
   "$CXRCL" bench --methods "sparsecontrast:keep_ratio=1.0,sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=0.5:fuse=area,sparsecontrast:keep_ratio=0.5:prune_at=3:fuse=area" \
     --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
-    --image-size 128 --batch-size 32 --steps "${VARIANT_ROUNDS:-10}" --warmup 2 --no-memory \
-    --out "$OUT/speed_variant_trial${VARIANT_SUFFIX:-}.json"
+    --image-size 128 --batch-size 32 --steps 10 --warmup 2 --no-memory --out "$OUT/speed_variant_trial.json"
 fi
