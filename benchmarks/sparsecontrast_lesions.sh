@@ -14,6 +14,8 @@
 #           rarity_frame=image control at the same 1,000 steps; rarity_orig_2000: 2,000 steps (its
 #           val lesion area rose from 0.611 at 300 steps to 0.678 at 1,000); rarity_orig_3000:
 #           3,000 steps (val 0.721 at 2,000: still rising)
+#   rarity_orig_2000_p3fuse  rarity_orig_2000 with the accuracy variant chosen on covid_radiography's
+#           val split (prune_at=3:fuse=area): does its saliency still find lesions?
 # Usage: [ONLY="name ..."] bash benchmarks/sparsecontrast_lesions.sh [WORK_DIR]   (~20 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,7 @@ VARIANTS=(
   "rarity_orig_1000|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=original|vit_tiny_patch16_224:patch_size=8|1000|32"
   "rarity_orig_2000|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=original|vit_tiny_patch16_224:patch_size=8|2000|32"
   "rarity_orig_3000|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=original|vit_tiny_patch16_224:patch_size=8|3000|32"
+  "rarity_orig_2000_p3fuse|sparsecontrast:keep_ratio=0.5:rarity_weight=1:rarity_frame=original:prune_at=3:fuse=area|vit_tiny_patch16_224:patch_size=8|2000|32"
 )
 for v in "${VARIANTS[@]}"; do
   IFS='|' read -r name spec backbone steps batch <<<"$v"
