@@ -7,6 +7,8 @@
 # The ResNet-18 rerun: BACKBONES=resnet18 SUFFIX=_rerun VIT_RERUN=0 bash benchmarks/sparsecontrast_speed.sh
 # Only the variant trial: BACKBONES= VIT_RERUN=0 VARIANT_TRIAL=1 bash benchmarks/sparsecontrast_speed.sh
 # Only the variant's 20-round rerun: BACKBONES= VIT_RERUN=0 VARIANT_RERUN=1 bash benchmarks/sparsecontrast_speed.sh
+# The variant, the default and dense, 20 rounds, in one precision (P = 32-true or bf16-mixed):
+#   BACKBONES= VIT_RERUN=0 THREE_WAY=P bash benchmarks/sparsecontrast_speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXRCL=${CXRCL:-$PWD/.venv/bin/cxrcl}
@@ -44,4 +46,13 @@ if [ "${VARIANT_RERUN:-0}" = 1 ]; then
   "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5:prune_at=3:fuse=area,sparsecontrast:keep_ratio=1.0" \
     --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
     --image-size 128 --batch-size 32 --steps 20 --warmup 2 --no-memory --out "$OUT/speed_variant_rerun20.json"
+fi
+# the variant, the default and the dense counterpart side by side, 20 timed rounds, in the
+# precision THREE_WAY names (the bench's auto choice differs between machines: bf16-mixed where
+# the CPU has bf16 units; the first ViT runs above were fp32)
+if [ -n "${THREE_WAY:-}" ]; then
+  "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5:prune_at=3:fuse=area,sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=1.0" \
+    --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
+    --image-size 128 --batch-size 32 --steps 20 --warmup 2 --no-memory --precision "$THREE_WAY" \
+    --out "$OUT/speed_three_way_${THREE_WAY}.json"
 fi
