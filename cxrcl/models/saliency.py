@@ -165,7 +165,7 @@ class SparseEncoder(TokenBackbone):
         if fuse not in FUSE_MODES:
             raise ValueError(f"fuse must be one of {', '.join(FUSE_MODES)}, got {fuse!r}")
         if fuse != "none" and not isinstance(backbone, ViTBackbone):
-            raise ValueError("fuse needs a ViT backbone (a CNN keeps whole windows)")
+            raise ValueError("fuse needs a ViT backbone (a CNN keeps whole windows): set fuse=none for a CNN")
         self.fuse = fuse
         self.window = window or default_window(backbone, prune_at)
         self.name, self.dim = backbone.name, backbone.dim
