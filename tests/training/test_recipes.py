@@ -6,14 +6,13 @@ from pathlib import Path
 import pytest
 
 from cxrcl.errors import CxrclError
-from cxrcl.methods.registry import build_method
+from cxrcl.methods.registry import METHODS, build_method
 from cxrcl.training.run_config import resolve_run_config
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs" / "methods").glob("*.yaml"))
 
 
 def test_every_method_has_a_recipe():
-    from cxrcl.methods.registry import METHODS
     assert sorted(p.stem for p in RECIPES) == sorted(METHODS)
 
 
