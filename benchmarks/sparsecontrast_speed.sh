@@ -16,43 +16,41 @@ WORK=${1:-.bench-data/sc}
 OUT=benchmarks/results/sparsecontrast
 mkdir -p "$WORK" "$OUT"
 [ -f "$WORK/phantom128/dataset.json" ] || "$CXRCL" data phantom "$WORK/phantom128" --n 256 --size 128
-for bb in ${BACKBONES-vit_tiny_patch16_224 resnet18}; do
-  "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=1.0" \
-    --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone "$bb" \
-    --image-size 128 --batch-size 32 --steps 10 --warmup 2 --no-memory --out "$OUT/speed_${bb}_128${SUFFIX:-}.json"
+# one `cxrcl bench` run against the dense counterpart: bench BACKBONE ROUNDS OUT METHODS [more flags]
+bench() {
+  local bb=$1 rounds=$2 out=$3 methods=$4; shift 4
+  "$CXRCL" bench --methods "$methods" --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" \
+    --backbone "$bb" --image-size 128 --batch-size 32 --steps "$rounds" --warmup 2 --no-memory "$@" --out "$OUT/$out"
+}
+VIT=vit_tiny_patch16_224
+DENSE=sparsecontrast:keep_ratio=1.0
+DEFAULT=sparsecontrast:keep_ratio=0.5
+VARIANT=sparsecontrast:keep_ratio=0.5:prune_at=3:fuse=area
+for bb in ${BACKBONES-$VIT resnet18}; do
+  bench "$bb" 10 "speed_${bb}_128${SUFFIX:-}.json" "$DEFAULT,$DENSE"
 done
 # a second ViT run with 20 timed rounds (the first one's step times had an IQR of ~1.6 s on a
 # shared machine; both are reported)
-[ "${VIT_RERUN:-1}" = 1 ] && "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=1.0" \
-  --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
-  --image-size 128 --batch-size 32 --steps 20 --warmup 2 --no-memory \
-  --out "$OUT/speed_vit_tiny_patch16_224_128_rerun20.json"
+if [ "${VIT_RERUN:-1}" = 1 ]; then
+  bench $VIT 20 speed_vit_tiny_patch16_224_128_rerun20.json "$DEFAULT,$DENSE"
+fi
 # how the default prune_at was chosen (6 timed rounds; run with PRUNE_TRIAL=1)
 if [ "${PRUNE_TRIAL:-0}" = 1 ]; then
-  "$CXRCL" bench --methods "sparsecontrast:keep_ratio=1.0,sparsecontrast:keep_ratio=0.5:prune_at=1,sparsecontrast:keep_ratio=0.5:prune_at=2,sparsecontrast:keep_ratio=0.5:prune_at=3" \
-    --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
-    --image-size 128 --batch-size 32 --steps 6 --warmup 2 --no-memory --out "$OUT/speed_prune_at_trial.json"
+  bench $VIT 6 speed_prune_at_trial.json "$DENSE,$DEFAULT:prune_at=1,$DEFAULT:prune_at=2,$DEFAULT:prune_at=3"
 fi
 # the accuracy variants tried on covid_radiography's val split (EViT's fused token, prune_at=3),
 # beside the default and the dense counterpart (10 timed rounds; run with VARIANT_TRIAL=1)
 if [ "${VARIANT_TRIAL:-0}" = 1 ]; then
-  "$CXRCL" bench --methods "sparsecontrast:keep_ratio=1.0,sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=0.5:fuse=area,sparsecontrast:keep_ratio=0.5:prune_at=3:fuse=area" \
-    --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
-    --image-size 128 --batch-size 32 --steps 10 --warmup 2 --no-memory --out "$OUT/speed_variant_trial.json"
+  bench $VIT 10 speed_variant_trial.json "$DENSE,$DEFAULT,$DEFAULT:fuse=area,$VARIANT"
 fi
 # the val-chosen accuracy variant against the dense counterpart alone, 20 timed rounds (the trial
 # above timed it in one 10-round run beside three other methods; run with VARIANT_RERUN=1)
 if [ "${VARIANT_RERUN:-0}" = 1 ]; then
-  "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5:prune_at=3:fuse=area,sparsecontrast:keep_ratio=1.0" \
-    --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
-    --image-size 128 --batch-size 32 --steps 20 --warmup 2 --no-memory --out "$OUT/speed_variant_rerun20.json"
+  bench $VIT 20 speed_variant_rerun20.json "$VARIANT,$DENSE"
 fi
 # the variant, the default and the dense counterpart side by side, 20 timed rounds, in the
 # precision THREE_WAY names (the bench's auto choice differs between machines: bf16-mixed where
 # the CPU has bf16 units; the first ViT runs above were fp32)
 if [ -n "${THREE_WAY:-}" ]; then
-  "$CXRCL" bench --methods "sparsecontrast:keep_ratio=0.5:prune_at=3:fuse=area,sparsecontrast:keep_ratio=0.5,sparsecontrast:keep_ratio=1.0" \
-    --reference "sparsecontrast:keep_ratio=1.0" --data "$WORK/phantom128" --backbone vit_tiny_patch16_224 \
-    --image-size 128 --batch-size 32 --steps 20 --warmup 2 --no-memory --precision "$THREE_WAY" \
-    --out "$OUT/speed_three_way_${THREE_WAY}.json"
+  bench $VIT 20 "speed_three_way_${THREE_WAY}.json" "$VARIANT,$DEFAULT,$DENSE" --precision "$THREE_WAY"
 fi
